@@ -1,0 +1,17 @@
+"""The SemHiTok model: teacher, semantic branch, pixel branch, and the tokenizer around them."""
+
+from .images import check_images, fit_to_size
+from .outputs import PixelForwardOutput, SemanticForwardOutput, SemHiTokEncoding
+from .teacher import SemanticTeacher, teacher_config_from_folder
+from .tokenizer import SemHiTok
+
+__all__ = [
+    "PixelForwardOutput",
+    "SemHiTok",
+    "SemHiTokEncoding",
+    "SemanticForwardOutput",
+    "SemanticTeacher",
+    "check_images",
+    "fit_to_size",
+    "teacher_config_from_folder",
+]

@@ -1,0 +1,110 @@
+"""The frozen text-aligned teacher ``E_s``: a Hugging Face SigLIP or CLIP vision tower."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+from ..config import TeacherConfig
+
+_ARCH = {
+    "siglip": (SiglipVisionConfig, SiglipVisionModel),
+    "clip": (CLIPVisionConfig, CLIPVisionModel),
+}
+
+
+def teacher_config_from_folder(path: str | Path, feature_layer: int = -1) -> TeacherConfig:
+    """Read a local Hugging Face SigLIP/CLIP folder (full model or vision tower) into a TeacherConfig.
+
+    The architecture comes from ``config.json`` (its ``vision_config`` for a full two-tower model),
+    the normalisation from ``preprocessor_config.json`` when present.
+    """
+    folder = Path(path)
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{folder} is not a Hugging Face model folder (no config.json)")
+    raw = json.loads(config_file.read_text())
+    model_type = str(raw.get("model_type", ""))
+    kind = "clip" if model_type.startswith("clip") else "siglip" if model_type.startswith("siglip") else None
+    if kind is None:
+        raise ValueError(f"{config_file}: model_type {model_type!r} is neither SigLIP nor CLIP")
+    vision = raw.get("vision_config", raw)
+    config_cls = _ARCH[kind][0]
+    # Round-trip through the transformers config class so defaults the file leaves out are filled.
+    hf_config = _plain_dict(config_cls(**{k: v for k, v in vision.items() if k not in ("model_type", "architectures")}))
+    mean = std = None
+    pre = folder / "preprocessor_config.json"
+    if pre.is_file():
+        pre_raw = json.loads(pre.read_text())
+        mean, std = pre_raw.get("image_mean"), pre_raw.get("image_std")
+    return TeacherConfig(kind=kind, hf_config=hf_config, pretrained_path=str(folder), image_mean=mean, image_std=std, feature_layer=feature_layer)
+
+
+def _plain_dict(hf_config: Any) -> dict[str, Any]:
+    keep = (
+        "image_size", "patch_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+        "num_attention_heads", "hidden_act", "layer_norm_eps", "num_channels", "projection_dim",
+        "attention_dropout", "vision_use_head",
+    )
+    d = hf_config.to_dict()
+    return {k: d[k] for k in keep if k in d}
+
+
+class SemanticTeacher(nn.Module):
+    """Frozen vision tower: images in [0, 1] (B, 3, H, W) -> semantic features (B, L, D).
+
+    The teacher's own preprocessing (resize to its input size, mean/std) happens inside. It is
+    always in eval mode, has ``requires_grad=False`` everywhere and runs under ``no_grad``: it can
+    never be trained, whatever the caller does.
+
+    Args:
+        cfg: the teacher's config.
+        load_weights: load ``cfg.pretrained_path`` when set (else random weights from the config).
+    """
+
+    def __init__(self, cfg: TeacherConfig, load_weights: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        config_cls, model_cls = _ARCH[cfg.kind]
+        hf_config = config_cls(**cfg.hf_config)
+        if cfg.kind == "siglip":
+            hf_config.vision_use_head = False  # the pooling head is not used: do not build it
+        if load_weights and cfg.pretrained_path:
+            folder = Path(cfg.pretrained_path)
+            if not (folder / "config.json").is_file():
+                raise FileNotFoundError(f"teacher folder {folder} has no config.json")
+            self.model = model_cls.from_pretrained(folder, config=hf_config, local_files_only=True)
+        else:
+            self.model = model_cls(hf_config)
+        self.model.requires_grad_(False)
+        self.register_buffer("mean", torch.tensor(cfg.image_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.image_std).view(1, 3, 1, 1), persistent=False)
+        super().train(False)
+
+    def train(self, mode: bool = True) -> SemanticTeacher:
+        # Frozen means frozen: dropout and any train-time behaviour stay off.
+        return super().train(False)
+
+    @property
+    def grid_size(self) -> int:
+        return self.cfg.grid_size
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        size = self.cfg.image_size
+        if images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False, antialias=True)
+            images = images.clamp(0.0, 1.0)
+        pixel_values = (images - self.mean) / self.std
+        want_hidden = self.cfg.feature_layer != -1
+        out = self.model(pixel_values=pixel_values, output_hidden_states=want_hidden)
+        features = out.last_hidden_state if not want_hidden else out.hidden_states[self.cfg.feature_layer]
+        if self.cfg.kind == "clip":
+            features = features[:, 1:]  # drop the class token: one feature per patch
+        return features
