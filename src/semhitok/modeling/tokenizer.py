@@ -34,14 +34,16 @@ class SemHiTok(nn.Module):
     Args:
         config: the architecture.
         load_teacher_weights: load the teacher from ``config.teacher.pretrained_path`` if set.
+        init_teacher_weights: randomly initialise the teacher when not loading it (False when a
+            state dict is loaded right after, as in :meth:`from_pretrained`).
     """
 
-    def __init__(self, config: SemHiTokConfig, load_teacher_weights: bool = True) -> None:
+    def __init__(self, config: SemHiTokConfig, load_teacher_weights: bool = True, init_teacher_weights: bool = True) -> None:
         super().__init__()
         self.config = config
         c = config
         n = c.num_tokens
-        self.teacher = SemanticTeacher(c.teacher, load_weights=load_teacher_weights)
+        self.teacher = SemanticTeacher(c.teacher, load_weights=load_teacher_weights, init_weights=init_teacher_weights)
         self.semantic_head = SemanticHead(c.teacher.hidden_size, c.semantic_head_hidden, c.semantic_dim)
         self.semantic_quantizer = EMAVectorQuantizer(
             c.codebook_size, c.semantic_dim, decay=c.ema_decay, commitment_weight=c.commitment_weight,
@@ -201,7 +203,7 @@ class SemHiTok(nn.Module):
         raw = json.loads((folder / CONFIG_NAME).read_text())
         raw.pop("semhitok_fingerprint", None)
         config = SemHiTokConfig.from_dict(raw)
-        model = cls(config, load_teacher_weights=False)
+        model = cls(config, load_teacher_weights=False, init_teacher_weights=False)
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
         return model.to(device).eval()
 
