@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create (or update) the virtual environment at .venv in the repository root, with the CPU build of
+# torch 2.13.0 and semhitok installed editable with its test and benchmark extras.
+# Idempotent: run it again after pulling. Works from any directory.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+python="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$python" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+# torch==2.13.0 is the CPU build; naming it in the same call keeps pip from choosing a CUDA build.
+.venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+.venv/bin/python -c "import torch, semhitok; print(f'semhitok {semhitok.__version__} ready (torch {torch.__version__})')"
