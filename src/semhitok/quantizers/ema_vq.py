@@ -103,7 +103,8 @@ class EMAVectorQuantizer(nn.Module):
         if self.training and not bool(self.initialized):
             self._init_by_kmeans(flat.detach())
 
-        with torch.no_grad():
+        # Autocast would run the distance matmul in bf16/fp16 and flip near ids: search in fp32.
+        with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):
             ids = nearest_code(flat, self.embed, self.search_chunk_size)
         z_q = self.lookup(ids)
         commitment = F.mse_loss(flat, z_q)

@@ -84,7 +84,8 @@ class HierarchicalQuantizer(nn.Module):
         if parents.numel() and (int(parents.min()) < 0 or int(parents.max()) >= self.num_parents):
             raise ValueError(f"parent_ids must lie in [0, {self.num_parents})")
 
-        with torch.no_grad():
+        # fp32 search even under autocast, so ids do not depend on the mixed-precision setting.
+        with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):
             sub = F.normalize(self.weight.detach()[parents], dim=-1)  # (N, m, d) gather
             ids = torch.bmm(sub, flat.unsqueeze(-1)).squeeze(-1).argmax(dim=-1)  # (N,)
         codes = self.lookup(parents, ids)  # (N, d), gradient reaches only the chosen codes
