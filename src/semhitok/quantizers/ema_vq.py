@@ -100,11 +100,10 @@ class EMAVectorQuantizer(nn.Module):
             raise ValueError(f"expected inputs with last dim {self.dim}, got shape {tuple(z.shape)}")
         lead = z.shape[:-1]
         flat = z.reshape(-1, self.dim).float()  # codebook arithmetic stays fp32 under autocast
-        if self.training and not bool(self.initialized):
-            self._init_by_kmeans(flat.detach())
-
-        # Autocast would run the distance matmul in bf16/fp16 and flip near ids: search in fp32.
+        # Autocast would run the distance matmuls in bf16/fp16 and flip near ids: search in fp32.
         with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):
+            if self.training and not bool(self.initialized):
+                self._init_by_kmeans(flat.detach())
             ids = nearest_code(flat, self.embed, self.search_chunk_size)
         z_q = self.lookup(ids)
         commitment = F.mse_loss(flat, z_q)
