@@ -1,0 +1,95 @@
+"""The ``semhitok`` command: a parser with one subcommand per module, and the error policy.
+
+Bad input (a missing file, a broken model folder, a wrong option) ends with one line on stderr,
+``semhitok: error: ...``, and exit status 2. An unexpected exception is a bug: one line and exit
+status 1, or the full traceback with ``SEMHITOK_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from . import decode, encode, reconstruct
+from .common import HelpFormatter
+from .errors import CLIError, one_line
+
+PROG = "semhitok"
+# Commands that work today. DESIGN.md also plans train, eval, visualize, generate and demo; each is
+# registered here when it exists, so --help never lists a command that cannot run.
+COMMANDS = (encode, decode, reconstruct)
+
+DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
+EPILOG = """\
+examples:
+  semhitok encode photos/*.jpg --model runs/stage2/model -o tokens.npz
+  semhitok decode tokens.npz --model runs/stage2/model -o decoded/
+  semhitok reconstruct photos/*.jpg --preset tiny -o recon/    (untrained model, to try the tool)
+
+Run 'semhitok COMMAND --help' for a command's options. Set SEMHITOK_DEBUG=1 to see tracebacks."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``semhitok: error: ... (see 'semhitok encode --help')``."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise CLIError(f"{message} (see '{self.prog} --help')")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
+    parser = _Parser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands", parser_class=_Parser)
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def _debug() -> bool:
+    return os.environ.get("SEMHITOK_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help and --version exit through argparse
+            return exc.code if isinstance(exc.code, int) else 0
+        if args.command is None:
+            names = ", ".join(m.NAME for m in COMMANDS)
+            raise CLIError(f"no command given; choose one of {names} (see '{PROG} --help')")
+        return int(args.func(args) or 0)
+    except CLIError as exc:
+        if _debug() and exc.__cause__ is not None:
+            import traceback
+
+            traceback.print_exception(exc.__cause__, file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except BrokenPipeError:  # e.g. `semhitok reconstruct ... | head`
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's final flush quiet
+        except OSError:
+            pass
+        return 1
+    except Exception as exc:
+        if _debug():
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {one_line(exc)} (run with SEMHITOK_DEBUG=1 for the traceback)",
+            file=sys.stderr, flush=True,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
