@@ -137,12 +137,9 @@ class SemHiTokConfig:
     pixel_dead_code_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        if isinstance(self.teacher, dict):
-            self.teacher = TeacherConfig(**self.teacher)
+        self.teacher = _section("teacher", self.teacher, TeacherConfig)
         for name in ("semantic_decoder", "pixel_encoder", "pixel_decoder"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, ViTConfig(**value))
+            setattr(self, name, _section(name, getattr(self, name), ViTConfig))
         for name in ("pixel_patch_size", "codebook_size", "semantic_dim", "subcodebook_size", "pixel_dim", "semantic_head_hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -219,6 +216,19 @@ class SemHiTokConfig:
         if preset is None:
             return cls.from_dict(section)
         return cls.from_preset(preset, **section)
+
+
+def _section(name: str, value: Any, cls: type) -> Any:
+    """A nested config section given as a dataclass or a dict of its fields."""
+    if isinstance(value, cls):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise ValueError(f"unknown keys in config section {name!r}: {', '.join(unknown)}")
+    return cls(**value)
 
 
 def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

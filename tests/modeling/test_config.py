@@ -87,3 +87,17 @@ def test_clip_teacher_gets_clip_normalisation():
     t = TeacherConfig(kind="clip", hf_config=hf)
     assert t.image_mean[0] == pytest.approx(0.48145466)
     assert ViTConfig(width=8, depth=1, num_heads=2).width == 8
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"teacher": 3}, "section 'teacher' must be a mapping"),
+        ({"pixel_encoder": [1, 2]}, "section 'pixel_encoder' must be a mapping"),
+        ({"pixel_decoder": {"widht": 64}}, "unknown keys in config section 'pixel_decoder': widht"),
+    ],
+)
+def test_malformed_sections_are_rejected(override, message):
+    base = SemHiTokConfig.from_preset("tiny").to_dict()
+    with pytest.raises(ValueError, match=message):
+        SemHiTokConfig.from_dict({**base, **override})

@@ -176,3 +176,13 @@ def test_ablation_without_semantic_tokens():
 def test_flatten_ids_is_the_public_contract(tok):
     enc = tok.encode(torch.rand(1, 3, 64, 64))
     assert torch.equal(flatten_ids(enc.semantic_ids, enc.pixel_ids, tok.subcodebook_size), enc.ids)
+
+
+def test_from_pretrained_detects_mixed_folders(tok, tmp_path):
+    """Weights from one model beside the config.json of another are refused, not silently used."""
+    tok.save_pretrained(tmp_path / "a")
+    other = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+    other.save_pretrained(tmp_path / "b")
+    (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
+    with pytest.raises(ValueError, match="mixes files of different models"):
+        SemHiTok.from_pretrained(tmp_path / "a")

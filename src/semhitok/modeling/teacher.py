@@ -10,14 +10,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
-
 from ..config import TeacherConfig
 
-_ARCH = {
-    "siglip": (SiglipVisionConfig, SiglipVisionModel),
-    "clip": (CLIPVisionConfig, CLIPVisionModel),
-}
+
+def _arch(kind: str) -> tuple[Any, Any]:
+    """(config class, model class) of a teacher kind. transformers is imported here, not at module
+    import, because it costs seconds and the command line should start fast."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+
+    return {"siglip": (SiglipVisionConfig, SiglipVisionModel), "clip": (CLIPVisionConfig, CLIPVisionModel)}[kind]
 
 
 def teacher_config_from_folder(path: str | Path, feature_layer: int = -1) -> TeacherConfig:
@@ -36,7 +37,7 @@ def teacher_config_from_folder(path: str | Path, feature_layer: int = -1) -> Tea
     if kind is None:
         raise ValueError(f"{config_file}: model_type {model_type!r} is neither SigLIP nor CLIP")
     vision = raw.get("vision_config", raw)
-    config_cls = _ARCH[kind][0]
+    config_cls = _arch(kind)[0]
     # Round-trip through the transformers config class so defaults the file leaves out are filled.
     hf_config = _plain_dict(config_cls(**{k: v for k, v in vision.items() if k not in ("model_type", "architectures")}))
     mean = std = None
@@ -82,7 +83,7 @@ class SemanticTeacher(nn.Module):
     def __init__(self, cfg: TeacherConfig, load_weights: bool = True, init_weights: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
-        config_cls, model_cls = _ARCH[cfg.kind]
+        config_cls, model_cls = _arch(cfg.kind)
         hf_config = config_cls(**cfg.hf_config)
         if cfg.kind == "siglip":
             hf_config.vision_use_head = False  # the pooling head is not used: do not build it

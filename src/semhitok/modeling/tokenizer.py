@@ -201,10 +201,15 @@ class SemHiTok(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"model folder {folder} has no {name}")
         raw = json.loads((folder / CONFIG_NAME).read_text())
-        raw.pop("semhitok_fingerprint", None)
+        expected = raw.pop("semhitok_fingerprint", None)
         config = SemHiTokConfig.from_dict(raw)
         model = cls(config, load_teacher_weights=False, init_teacher_weights=False)
         model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        if expected is not None and model.fingerprint() != expected:
+            raise ValueError(
+                f"{folder}: the codebooks in {WEIGHTS_NAME} (fingerprint {model.fingerprint()}) do not match "
+                f"{CONFIG_NAME} (fingerprint {expected}); the folder mixes files of different models"
+            )
         return model.to(device).eval()
 
     def _device(self) -> torch.device:
