@@ -47,9 +47,13 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.kind not in ("siglip", "clip"):
             raise ValueError(f"teacher.kind must be 'siglip' or 'clip', got {self.kind!r}")
+        if not isinstance(self.hf_config, dict):
+            raise ValueError(f"teacher.hf_config must be a mapping, got {type(self.hf_config).__name__}")
         for key in ("image_size", "patch_size", "hidden_size"):
             if key not in self.hf_config:
                 raise ValueError(f"teacher.hf_config must define {key!r}")
+        if not 1 <= self.patch_size <= self.image_size:
+            raise ValueError(f"teacher patch_size {self.patch_size} and image_size {self.image_size} give no token grid")
         default_mean, default_std = SIGLIP_MEAN_STD if self.kind == "siglip" else CLIP_MEAN_STD
         self.image_mean = tuple(float(v) for v in (self.image_mean or default_mean))  # type: ignore[assignment]
         self.image_std = tuple(float(v) for v in (self.image_std or default_std))  # type: ignore[assignment]

@@ -12,7 +12,7 @@ def tok():
     torch.manual_seed(0)
     model = SemHiTok(SemHiTokConfig.from_preset("tiny"))
     model.train()
-    model(torch.rand(8, 3, 64, 64))  # one training forward: k-means initialises the codebook
+    model(torch.rand(32, 3, 64, 64))  # one training forward: k-means on 512 tokens initialises the K=256 codebook
     return model.eval()
 
 
@@ -49,7 +49,9 @@ def test_encode_matches_the_hierarchy(tok):
     k_gap = dist.gather(1, k[:, None]).squeeze(1) - dist.min(dim=1).values
     j_gap = sims.max(dim=1).values - sims.gather(1, j[:, None]).squeeze(1)
     assert float(k_gap.max()) <= 1e-6 and float(j_gap.max()) <= 1e-6
-    assert int((k != dist.argmin(dim=1)).sum()) <= k.numel() // 4
+    # Compare the chosen code vectors: duplicate codes (k-means seeds repeat samples) are exact ties.
+    codebook = tok.semantic_quantizer.codebook
+    assert int((codebook[k] != codebook[dist.argmin(dim=1)]).any(dim=1).sum()) <= k.numel() // 4
     assert int((j != sims.argmax(dim=1)).sum()) <= j.numel() // 4
 
 

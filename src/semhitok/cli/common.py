@@ -164,7 +164,7 @@ def _folder_model(folder: Path, device: torch.device) -> SemHiTok:
         raise CLIError(f"model folder {folder} has a broken {CONFIG_NAME}: expected a JSON object, got {type(raw).__name__}")
     raw.pop("semhitok_fingerprint", None)
     try:
-        _check_config(SemHiTokConfig.from_dict(raw))
+        SemHiTokConfig.from_dict(raw)
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
         raise CLIError(f"model folder {folder} has a broken {CONFIG_NAME}: {_short(exc)}") from exc
     weights = folder / WEIGHTS_NAME
@@ -182,21 +182,6 @@ def _folder_model(folder: Path, device: torch.device) -> SemHiTok:
         if type(exc).__name__ == "SafetensorError":  # a damaged or foreign model.safetensors
             raise CLIError(f"cannot load the weights in {weights}: {_short(exc)}") from exc
         raise
-
-
-def _check_config(config: Any) -> None:
-    """What SemHiTokConfig does not check itself: nested sections of the wrong type."""
-    from ..config import TeacherConfig, ViTConfig
-
-    if not isinstance(config.teacher, TeacherConfig):
-        raise ValueError(f"'teacher' must be a mapping, got {type(config.teacher).__name__}")
-    for name in ("semantic_decoder", "pixel_encoder", "pixel_decoder"):
-        if not isinstance(getattr(config, name), ViTConfig):
-            raise ValueError(f"{name!r} must be a mapping, got {type(getattr(config, name)).__name__}")
-    if not isinstance(config.teacher.hf_config, dict):
-        raise ValueError("'teacher.hf_config' must be a mapping")
-    if config.grid_size < 1 or config.image_size < 1:
-        raise ValueError(f"the teacher's image_size and patch_size give a {config.grid_size}x{config.grid_size} token grid")
 
 
 def _short(exc: BaseException, limit: int = 240) -> str:
