@@ -18,8 +18,11 @@ ARGMIN_BLOCK = 128
 def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int | None = None) -> Tensor:
     """Index of the nearest code in squared Euclidean distance, ``argmin_k ||z_i - c_k||^2``.
 
-    Exact: the result is the argmin of the fp32 distances of a brute-force search (the first code
-    on an exact tie); only float rounding can make two nearly equidistant codes swap.
+    Exact: the result is the argmin (first index on an exact tie) of the distances of a
+    brute-force search in the inputs' precision; only float rounding can swap two codes whose
+    distances are equal to within rounding.
+
+    Extra memory is O(chunk_size * K + K * d), never O(N * K).
 
     Args:
         z: (N, d) inputs.
@@ -35,33 +38,40 @@ def nearest_code(z: Tensor, codebook: Tensor, chunk_size: int | None = None) -> 
         return ids
     if k == 0:
         raise ValueError("nearest_code needs a codebook with at least one code")
+    d = codebook.shape[1]
     with torch.no_grad():
-        # Codes are split into nb blocks of b codes; K is padded to nb*b with dummy codes at
-        # distance +inf (zero vector, ||c||^2 = inf), which can never be the minimum.
+        # The codes are split into nb blocks of b codes for the two-level argmin; K is padded to
+        # nb*b with dummy codes at distance +inf, which can never be the minimum.
         b = min(ARGMIN_BLOCK, k)
         nb = math.ceil(k / b)
         kp = nb * b
-        c_sq = codebook.pow(2).sum(dim=-1, keepdim=True)  # (K, 1)
-        if kp != k:
-            codebook = torch.cat([codebook, codebook.new_zeros(kp - k, codebook.shape[1])])
-            c_sq = torch.cat([c_sq, c_sq.new_full((kp - k, 1), math.inf)])
+        # ||z||^2 is constant along k and does not move the argmin, so the distance is
+        # ||c||^2 - 2 c.z = [-2c, ||c||^2] . [z, 1]: one plain matmul per chunk, no bias pass.
+        c_aug = codebook.new_zeros(kp, d + 1)
+        c_aug[:k, :d] = codebook * -2.0
+        c_aug[:k, d] = codebook.pow(2).sum(dim=-1)
+        c_aug[k:, d] = math.inf
         if chunk_size is None:
             chunk_size = max(1, MAX_CHUNK_ELEMENTS // kp)
+            if chunk_size >= 16:
+                chunk_size -= chunk_size % 16  # the matmul is faster on multiples of the SIMD width
         chunk_size = min(chunk_size, n)
         z_t = z.t()
-        storage = torch.empty(kp * chunk_size, dtype=torch.result_type(z, codebook), device=z.device)
+        z_aug = z.new_empty(d + 1, chunk_size)
+        z_aug[d] = 1.0
+        storage = torch.empty(kp * chunk_size, dtype=c_aug.dtype, device=z.device)
         for start in range(0, n, chunk_size):
             end = min(start + chunk_size, n)
             rows = end - start
-            # Distances of the chunk, transposed: (K, rows) = ||c||^2 - 2 c.z (||z||^2 is constant
-            # along k and does not move the argmin). One fused addmm into a reused buffer; the
-            # (K,d)x(d,rows) orientation is the faster one for small d on CPU.
+            # The chunk's distances, transposed, (K, rows) = (K, d+1) x (d+1, rows), into a reused
+            # buffer: this orientation is the faster one for small d on CPU.
+            z_aug[:d, :rows] = z_t[:, start:end]
             dist = storage[: kp * rows].view(kp, rows)
-            torch.addmm(c_sq, codebook, z_t[:, start:end], beta=1.0, alpha=-2.0, out=dist)
-            # Two-level argmin, identical to dist.argmin(dim=0) (first index of the minimum) but
-            # several times faster on CPU, where the vectorised min is much cheaper than argmin:
+            torch.mm(c_aug, z_aug[:, :rows], out=dist)
+            # Two-level argmin, identical to dist.argmin(dim=0) (the first index of the minimum)
+            # but several times faster on CPU, where a vectorised min is far cheaper than argmin:
             # the minimum of each block, the first block holding the overall minimum, then the
-            # first position of that minimum inside the block.
+            # first position of that minimum inside that block.
             blocks = dist.view(nb, b, rows)
             best_block = blocks.amin(dim=1).argmin(dim=0)  # (rows,)
             cols = torch.arange(rows, device=z.device)
