@@ -282,3 +282,16 @@ def test_ids_exact_under_bf16_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = vq(z)
     assert_argmin(out.ids, brute_distances(z, vq.codebook))
+
+
+def test_nearest_code_is_exact_for_features_far_from_the_origin():
+    """||c||^2 - 2c.z cancels badly in fp32 at large offsets; the search centres the data first.
+
+    Without centring, an offset of 100 picked codes up to 0.57% farther than the nearest.
+    """
+    codebook = torch.randn(512, 16, dtype=torch.float64) + 100.0
+    z = torch.randn(2000, 16, dtype=torch.float64) + 100.0
+    ids = nearest_code(z.float(), codebook.float())
+    dist = torch.cdist(z, codebook).pow(2)
+    gap = dist.gather(1, ids[:, None]).squeeze(1) - dist.min(dim=1).values
+    assert float((gap / dist.min(dim=1).values).max()) <= 1e-5

@@ -10,6 +10,9 @@ from . import distributed as D
 from .outputs import QuantizerOutput
 from .stats import perplexity
 
+# Elements of gathered sub-codebooks per search chunk (2**21 fp32 = 8 MiB): bounded memory for any N.
+SEARCH_CHUNK_ELEMENTS = 2**21
+
 
 class HierarchicalQuantizer(nn.Module):
     """Normalized VQ restricted to the sub-codebook of each input's parent (semantic) code.
@@ -86,8 +89,7 @@ class HierarchicalQuantizer(nn.Module):
 
         # fp32 search even under autocast, so ids do not depend on the mixed-precision setting.
         with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):
-            sub = F.normalize(self.weight.detach()[parents], dim=-1)  # (N, m, d) gather
-            ids = torch.bmm(sub, flat.unsqueeze(-1)).squeeze(-1).argmax(dim=-1)  # (N,)
+            ids = self._search(flat, parents)
         codes = self.lookup(parents, ids)  # (N, d), gradient reaches only the chosen codes
         codebook_loss = F.mse_loss(codes, flat.detach())
         commitment = F.mse_loss(flat, codes.detach())
@@ -109,6 +111,23 @@ class HierarchicalQuantizer(nn.Module):
             perplexity=perplexity(pair_counts.flatten()),
             usage=usage,
         )
+
+    def _search(self, flat: Tensor, parents: Tensor) -> Tensor:
+        """argmax_j cos(p_i, C[k_i, j]) for unit (N, d) inputs: (N,) ids in [0, m).
+
+        Rows are processed in chunks so the gathered (rows, m, d) sub-codebooks stay under
+        ``SEARCH_CHUNK_ELEMENTS``; cosine = raw dot / code norm, so codes are gathered once, raw.
+        """
+        weight = self.weight.detach()
+        inv_norm = weight.norm(dim=-1).clamp_min(1e-12).reciprocal()  # (K, m)
+        m, d = self.subcodebook_size, self.dim
+        rows = max(1, SEARCH_CHUNK_ELEMENTS // (m * d))
+        ids = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+        for start in range(0, flat.shape[0], rows):
+            par = parents[start : start + rows]
+            dots = torch.bmm(weight[par], flat[start : start + rows].unsqueeze(-1)).squeeze(-1)  # (rows, m)
+            ids[start : start + rows] = (dots * inv_norm[par]).argmax(dim=-1)
+        return ids
 
     @torch.no_grad()
     def _restart_dead_codes(self, flat: Tensor, parents: Tensor, pair_counts: Tensor) -> None:
