@@ -7,23 +7,13 @@ import torch
 
 from semhitok.quantizers import HierarchicalQuantizer
 
+from _reference import assert_argmin
+
 
 def l2n64(x):
     """Explicit float64 l2 normalization along the last dim."""
     x = x.detach().double()
     return x / x.pow(2).sum(-1, keepdim=True).sqrt()
-
-
-def assert_argmin(ids, dist, max_mismatches=2, rtol=1e-5):
-    """ids equal the float64 argmin, except on near-ties whose two distances agree within rtol."""
-    ref = dist.argmin(dim=1)
-    assert ids.shape == ref.shape and ids.dtype == torch.long
-    bad = (ids != ref).nonzero().squeeze(1)
-    if bad.numel():
-        got, best = dist[bad, ids[bad]], dist[bad, ref[bad]]
-        scale = torch.maximum(got.abs(), best.abs()).clamp_min(1e-30)
-        assert torch.all((got - best).abs() <= rtol * scale), f"non-tie mismatches at rows {bad.tolist()}"
-    assert bad.numel() <= max_mismatches, f"{bad.numel()} near-tie mismatches is too many"
 
 
 def test_ids_are_argmin_inside_parent_subcodebook():
