@@ -102,11 +102,15 @@ class SemHiTok(nn.Module):
 
         ``images`` are [0, 1] (B, 3, H, W) of the model's size.
         """
-        _, _, sem = self.quantize_semantic(images)
-        pixel_features = self.pixel_encoder(images * 2.0 - 1.0)
-        pix = self.pixel_quantizer(pixel_features, sem.ids)
+        sem, pix = self._quantize(images)
         reconstruction = self._decode_features(sem.quantized, pix.quantized)
         return PixelForwardOutput(semantic=sem, pixel=pix, reconstruction=reconstruction)
+
+    def _quantize(self, images: Tensor) -> tuple[QuantizerOutput, QuantizerOutput]:
+        """Both quantizations of [0, 1] images: the semantic ids pick each token's sub-codebook."""
+        _, _, sem = self.quantize_semantic(images)
+        pixel_features = self.pixel_encoder(images * 2.0 - 1.0)
+        return sem, self.pixel_quantizer(pixel_features, sem.ids)
 
     def _decode_features(self, z_q: Tensor, p_q: Tensor) -> Tensor:
         tokens = torch.cat([z_q, p_q.to(z_q.dtype)], dim=-1) if self.config.decoder_uses_semantic else p_q
@@ -126,9 +130,7 @@ class SemHiTok(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            _, _, sem = self.quantize_semantic(images)
-            pixel_features = self.pixel_encoder(images * 2.0 - 1.0)
-            pix = self.pixel_quantizer(pixel_features, sem.ids)
+            sem, pix = self._quantize(images)
         finally:
             self.train(was_training)
         g = self.grid_size
