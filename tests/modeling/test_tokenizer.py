@@ -188,3 +188,19 @@ def test_from_pretrained_detects_mixed_folders(tok, tmp_path):
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
     with pytest.raises(ValueError, match="mixes files of different models"):
         SemHiTok.from_pretrained(tmp_path / "a")
+
+
+def test_frozen_modules_stay_frozen_through_train():
+    """freeze(): no grad, eval mode even after model.train(), so the EMA codebook stops moving."""
+    torch.manual_seed(0)
+    model = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+    model.freeze(["semantic_head", "semantic_quantizer", "semantic_decoder"])
+    model.train()
+    assert model.pixel_encoder.training and not model.semantic_quantizer.training
+    assert not any(p.requires_grad for p in model.semantic_head.parameters())
+    before = model.semantic_quantizer.codebook.clone()
+    model(torch.rand(4, 3, 64, 64))
+    assert torch.equal(model.semantic_quantizer.codebook, before)
+    assert model.frozen_modules == {"teacher", "semantic_head", "semantic_quantizer", "semantic_decoder"}
+    with pytest.raises(ValueError, match="unknown module"):
+        model.freeze(["encoder"])

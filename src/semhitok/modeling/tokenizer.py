@@ -57,6 +57,31 @@ class SemHiTok(nn.Module):
         )
         decoder_in = c.pixel_dim + (c.semantic_dim if c.decoder_uses_semantic else 0)
         self.pixel_decoder = PixelDecoder(c.pixel_decoder, c.pixel_patch_size, c.grid_size, decoder_in)
+        self._frozen: set[str] = set()
+
+    # ---- freezing ------------------------------------------------------------------------
+    def freeze(self, names: set[str] | list[str] | tuple[str, ...]) -> None:
+        """Freeze the named top-level modules (e.g. ``semantic_quantizer``): no gradient, and
+        eval mode from now on even when ``model.train()`` is called, so an EMA codebook stops
+        updating and dropout/norm statistics stay fixed. The teacher is always frozen."""
+        children = dict(self.named_children())
+        unknown = sorted(set(names) - set(children))
+        if unknown:
+            raise ValueError(f"unknown module(s) {', '.join(unknown)}; choose from {', '.join(children)}")
+        for name in names:
+            children[name].requires_grad_(False)
+            children[name].eval()
+        self._frozen |= set(names)
+
+    @property
+    def frozen_modules(self) -> frozenset[str]:
+        return frozenset(self._frozen | {"teacher"})
+
+    def train(self, mode: bool = True) -> SemHiTok:
+        super().train(mode)
+        for name in self._frozen:
+            getattr(self, name).eval()
+        return self
 
     # ---- sizes ---------------------------------------------------------------------------
     @property
