@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from .yaml_io import load_yaml
 
 TeacherKind = Literal["siglip", "clip"]
 
@@ -211,7 +211,7 @@ class SemHiTokConfig:
 
         ``model:`` may hold the overrides when the file also carries other sections (training).
         """
-        raw = yaml.safe_load(Path(path).read_text()) or {}
+        raw = load_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
         section = raw.get("model", raw)
