@@ -141,9 +141,9 @@ class SemHiTokConfig:
     pixel_dead_code_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        self.teacher = _section("teacher", self.teacher, TeacherConfig)
+        self.teacher = config_section("teacher", self.teacher, TeacherConfig)
         for name in ("semantic_decoder", "pixel_encoder", "pixel_decoder"):
-            setattr(self, name, _section(name, getattr(self, name), ViTConfig))
+            setattr(self, name, config_section(name, getattr(self, name), ViTConfig))
         for name in ("pixel_patch_size", "codebook_size", "semantic_dim", "subcodebook_size", "pixel_dim", "semantic_head_hidden"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -203,7 +203,7 @@ class SemHiTokConfig:
         """Build a named preset (``tiny``, ``paper-256``, ``paper-384``) with keyword overrides."""
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
-        return cls.from_dict(_merge(PRESETS[name](), overrides))
+        return cls.from_dict(merge_dicts(PRESETS[name](), overrides))
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> SemHiTokConfig:
@@ -222,8 +222,8 @@ class SemHiTokConfig:
         return cls.from_preset(preset, **section)
 
 
-def _section(name: str, value: Any, cls: type) -> Any:
-    """A nested config section given as a dataclass or a dict of its fields."""
+def config_section(name: str, value: Any, cls: type) -> Any:
+    """A nested config section given as a dataclass or a dict of its fields (unknown keys refused)."""
     if isinstance(value, cls):
         return value
     if not isinstance(value, dict):
@@ -235,12 +235,12 @@ def _section(name: str, value: Any, cls: type) -> Any:
     return cls(**value)
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_dicts(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; overrides win."""
     out = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+            out[key] = merge_dicts(out[key], value)
         else:
             out[key] = value
     return out
