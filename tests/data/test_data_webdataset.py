@@ -133,3 +133,12 @@ def test_bad_fraction_threshold_stops(tmp_path):
     ds = WebDatasetReader(paths, CFG, max_bad_fraction=0.1, min_seen=3)
     with pytest.raises(BadDataError, match=r"3 of 3 files could not be decoded .*first: shard-00000.tar:00000000"):
         list(ds)
+
+
+def test_augmentation_independent_of_worker_assignment(tmp_path):
+    paths = write_shards(tmp_path, n_shards=4, per_shard=2)
+    ds = WebDatasetReader(paths, TransformConfig(image_size=8, crop="random", flip=True), seed=3)
+    single = {s.key: s.image for s in ds.iter_worker(0, 1, 0, 1)}
+    split = {s.key: s.image for r in range(2) for w in range(2) for s in ds.iter_worker(r, 2, w, 2)}
+    assert single.keys() == split.keys()
+    assert all(torch.equal(single[k], split[k]) for k in single)
