@@ -82,7 +82,7 @@ class ImageTransform:
         x = resize_shorter_side(x, size)
         h, w = x.shape[-2:]
         if self.config.crop == "center":
-            # Floor division puts the odd pixel on the bottom/right, like torchvision's center crop.
+            # Floor division: when the margin is odd, the extra pixel is cut from the bottom/right.
             top, left = (h - size) // 2, (w - size) // 2
         else:
             top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
