@@ -68,7 +68,7 @@ def test_patch_discriminator_shapes_and_layers(n_layers, size, out):
 
 def test_patch_discriminator_init_and_per_sample():
     torch.manual_seed(0)
-    d = PatchDiscriminator(base_channels=64, n_layers=3)
+    d = PatchDiscriminator(base_channels=32, n_layers=3)
     big = [m.weight for m in d.modules() if isinstance(m, nn.Conv2d) and m.weight.numel() > 100_000]
     assert big and all(abs(w.std().item() - 0.02) < 0.001 and abs(w.mean().item()) < 0.001 for w in big)
     assert all(abs(m.weight.mean().item() - 1.0) < 0.01 for m in d.modules() if isinstance(m, nn.GroupNorm))

@@ -1,6 +1,9 @@
 """LPIPS-style perceptual loss: properties, a step-by-step reference, the torchmetrics heads."""
 
 import importlib.util
+import sys
+import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -88,11 +91,33 @@ def test_torchmetrics_lpips_heads_load_with_the_right_shapes():
         assert torch.equal(head.weight, w)
 
 
+def _torchmetrics_lpips_module():
+    """torchmetrics' ``functional/image/lpips.py`` loaded on its own: importing the torchmetrics
+    package costs seconds, and that file needs only ``_TORCHVISION_AVAILABLE`` from it."""
+    if "torchmetrics" in sys.modules:
+        from torchmetrics.functional.image import lpips
+
+        return lpips
+    root = Path(importlib.util.find_spec("torchmetrics").origin).parent
+    names = ("torchmetrics", "torchmetrics.utilities", "torchmetrics.utilities.imports")
+    stubs = {name: types.ModuleType(name) for name in names}
+    stubs["torchmetrics.utilities.imports"]._TORCHVISION_AVAILABLE = False
+    spec = importlib.util.spec_from_file_location("_tm_lpips", root / "functional" / "image" / "lpips.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.update(stubs)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        for name in names:
+            sys.modules.pop(name, None)
+    return module
+
+
 @pytest.mark.skipif(not HAS_TORCHMETRICS, reason="torchmetrics (which ships the LPIPS reference code) is not installed")
 def test_matches_torchmetrics_lpips_pieces_on_vgg16():
     """Same number as torchmetrics' LPIPS forward (ScalingLayer, normalize, NetLinLayer, spatial
     average) on the same VGG16 taps; torchmetrics' own VGG needs torchvision, so ours feeds both."""
-    from torchmetrics.functional.image import lpips as tl
+    tl = _torchmetrics_lpips_module()
 
     torch.manual_seed(0)
     vgg = VGG16Features()
@@ -102,7 +127,7 @@ def test_matches_torchmetrics_lpips_pieces_on_vgg16():
     state = torch.load(torchmetrics_lpips_head_path(), map_location="cpu", weights_only=True)
     lins.load_state_dict({k.replace("lin", "", 1): v for k, v in state.items()})
     lins.eval()
-    x, y = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    x, y = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
     with torch.no_grad():
         fx, fy = vgg(scaling(2 * x - 1)), vgg(scaling(2 * y - 1))
         ref = sum(
