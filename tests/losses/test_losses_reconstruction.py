@@ -153,3 +153,18 @@ def test_default_construction():
     assert bare.perceptual is None and bare.discriminator is None
     with pytest.raises(RuntimeError, match="no discriminator"):
         bare.discriminator_loss(torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), step=0)
+
+
+def test_bf16_autocast_gives_finite_float32_terms():
+    torch.manual_seed(0)
+    loss = _loss()
+    decoder = _ToyDecoder()
+    images = torch.rand(2, 3, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = _forward(decoder)
+        terms = loss.generator_loss(images, out, step=5, last_layer=decoder.last.weight)
+        d_terms = loss.discriminator_loss(images, out.reconstruction.detach(), step=5)
+    for name, value in {**terms, **d_terms}.items():
+        assert value.dtype == torch.float32 and torch.isfinite(value), name
+    terms["loss"].backward()
+    assert torch.isfinite(decoder.last.weight.grad).all()

@@ -36,7 +36,9 @@ class PixelReconstructionLoss(nn.Module):
         perceptual: a ready ``PerceptualLoss`` (e.g. on a tiny backbone); default: built from
             ``config`` (VGG16, ``vgg_weights``, ``lpips_heads``) when ``perceptual_weight > 0``.
         discriminator: a ready discriminator mapping (B, 3, H, W) in [0, 1] to logits; default: a
-            ``PatchDiscriminator`` from ``config`` when ``disc_weight > 0``.
+            ``PatchDiscriminator`` from ``config`` when ``disc_weight > 0``. ``discriminator_loss``
+            scores real and fake images in one concatenated batch, which is exact for per-sample
+            normalisation (GroupNorm) but would mix BatchNorm statistics.
     """
 
     def __init__(
