@@ -12,18 +12,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import decode, encode, reconstruct
+from . import decode, encode, export, reconstruct, train
 from .common import HelpFormatter
 from .errors import CLIError, one_line
 
 PROG = "semhitok"
-# Commands that work today. DESIGN.md also plans train, eval, visualize, generate and demo; each is
+# Commands that work today. DESIGN.md also plans eval, visualize, generate and demo; each is
 # registered here when it exists, so --help never lists a command that cannot run.
-COMMANDS = (encode, decode, reconstruct)
+COMMANDS = (train, export, encode, decode, reconstruct)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
 EPILOG = """\
 examples:
+  semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1
   semhitok encode photos/*.jpg --model runs/stage2/model -o tokens.npz
   semhitok decode tokens.npz --model runs/stage2/model -o decoded/
   semhitok reconstruct photos/*.jpg --preset tiny -o recon/    (untrained model, to try the tool)
@@ -58,9 +59,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parser = build_parser()
         try:
-            args = parser.parse_args(argv)
+            args, extra = parser.parse_known_args(argv)
         except SystemExit as exc:  # --help and --version exit through argparse
             return exc.code if isinstance(exc.code, int) else 0
+        if extra:
+            # argparse stops filling `train`'s KEY=VALUE positionals at the first option; overrides
+            # written after the options arrive here instead.
+            if getattr(args, "overrides", None) is not None and all("=" in e and not e.startswith("-") for e in extra):
+                args.overrides += extra
+            else:
+                raise CLIError(f"unrecognized arguments: {' '.join(extra)} (see '{PROG} --help')")
         if args.command is None:
             names = ", ".join(m.NAME for m in COMMANDS)
             raise CLIError(f"no command given; choose one of {names} (see '{PROG} --help')")

@@ -16,9 +16,13 @@ from ..config import TeacherConfig
 def _arch(kind: str) -> tuple[Any, Any]:
     """(config class, model class) of a teacher kind. transformers is imported here, not at module
     import, because it costs seconds and the command line should start fast."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
+    if kind == "clip":
+        from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    return {"siglip": (SiglipVisionConfig, SiglipVisionModel), "clip": (CLIPVisionConfig, CLIPVisionModel)}[kind]
+        return CLIPVisionConfig, CLIPVisionModel
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    return SiglipVisionConfig, SiglipVisionModel
 
 
 def teacher_config_from_folder(path: str | Path, feature_layer: int = -1) -> TeacherConfig:

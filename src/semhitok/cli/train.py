@@ -1,0 +1,61 @@
+"""``semhitok train``: one training stage from a YAML config (single process or torchrun DDP)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import common
+from .common import info
+from .errors import CLIError, one_line
+
+NAME = "train"
+HELP = "train one stage (semantic, pixel, decoder) from a YAML config"
+DESCRIPTION = "Train one SemHiTok stage. The config names the stage; key=value arguments override it."
+EXAMPLE = """\
+examples:
+  semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1
+  semhitok train configs/tiny/stage2_pixel.yaml --data assets/photos --init runs/s1/model --out runs/s2
+  semhitok train configs/tiny/stage1_semantic.yaml --out runs/s1 --resume optim.lr=3e-4
+  torchrun --nproc_per_node 8 -m semhitok train configs/paper/stage1_semantic.yaml --out runs/s1
+
+The run folder gets config.yaml, run.jsonl (git revision, versions), metrics.jsonl, tensorboard/,
+checkpoints/ and, at the end, model/ (a SemHiTok folder for --init of the next stage)."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(NAME, help=HELP, description=DESCRIPTION, epilog=EXAMPLE, formatter_class=common.HelpFormatter)
+    p.add_argument("config", metavar="CONFIG.yaml", help="training config (see configs/)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4 run.max_steps=100")
+    p.add_argument("--data", metavar="PATH", help="image folder, Fashion-MNIST folder or .tar shards (overrides data.path)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config name>)")
+    p.add_argument("--init", metavar="MODEL_DIR", help="start from this SemHiTok folder (the previous stage's model/)")
+    p.add_argument("--max-steps", type=common.positive_int, metavar="N", help="stop after N optimizer steps (overrides run.max_steps)")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar: one log line every run.log_every steps")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import BadDataError
+    from ..training import TrainConfig, TrainingError, train
+
+    config_path = Path(args.config)
+    if not config_path.is_file():
+        raise CLIError(f"{args.config}: no such config file")
+    overrides = list(args.overrides)
+    if args.init:
+        overrides.append(f"init={args.init}")
+    if args.max_steps:
+        overrides.append(f"run.max_steps={args.max_steps}")
+    try:
+        config = TrainConfig.from_yaml(config_path, overrides)
+    except ValueError as exc:
+        raise CLIError(f"{args.config}: {one_line(exc)}") from exc
+    run_dir = Path(args.out) if args.out else Path("runs") / config_path.stem
+    try:
+        result = train(config, run_dir, data_path=args.data, resume=args.resume, quiet=args.quiet)
+    except (TrainingError, BadDataError, FileNotFoundError, ValueError) as exc:
+        raise CLIError(one_line(exc)) from exc
+    info(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s); model: {result.model_dir}")
+    return 0
