@@ -9,7 +9,7 @@ from .common import info
 from .errors import CLIError, one_line
 
 NAME = "export"
-HELP = "write a run's last checkpoint as a model folder (config.json + model.safetensors)"
+HELP = "a run's last checkpoint -> a model folder"
 DESCRIPTION = "Export the last checkpoint of a training run (its EMA weights if the run kept them) as a SemHiTok folder."
 EXAMPLE = """\
 example:

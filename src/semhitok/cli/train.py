@@ -10,7 +10,7 @@ from .common import info
 from .errors import CLIError, one_line
 
 NAME = "train"
-HELP = "train one stage (semantic, pixel, decoder) from a YAML config"
+HELP = "train one stage (semantic | pixel | decoder)"
 DESCRIPTION = "Train one SemHiTok stage. The config names the stage; key=value arguments override it."
 EXAMPLE = """\
 examples:
