@@ -48,8 +48,11 @@ class DataConfig:
     crop: Literal["center", "random"] = "random"
     flip: bool = True
     max_bad_fraction: float = 0.01
+    min_seen: int = 100  # the bad-fraction threshold applies once this many files were read
 
     def __post_init__(self) -> None:
+        if self.min_seen < 1:
+            raise ValueError("data.min_seen must be >= 1")
         if self.batch_size < 1 or self.num_workers < 0:
             raise ValueError("data.batch_size must be >= 1 and data.num_workers >= 0")
         if self.crop not in ("center", "random"):

@@ -127,7 +127,7 @@ def train(
         step, position = int(state["step"]), DataPosition(**state["data"])
 
     transform = TransformConfig(image_size=model.image_size, crop=config.data.crop, flip=config.data.flip)
-    dataset = build_dataset(data_path, transform, seed=config.run.seed, max_bad_fraction=config.data.max_bad_fraction)
+    dataset = build_dataset(data_path, transform, seed=config.run.seed, max_bad_fraction=config.data.max_bad_fraction, min_seen=config.data.min_seen)
     batches = iterate_batches(
         dataset, config.data.batch_size, rank=rank, world=world, seed=config.run.seed,
         num_workers=config.data.num_workers, start=position,
@@ -268,7 +268,7 @@ def _usage(out: Any, pixel_stage: bool) -> dict[str, Tensor]:
 
 
 def _non_finite_message(step: int, terms: dict[str, Tensor], run_dir: Path) -> str:
-    parts = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+    parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
     last = list_checkpoints(run_dir)
     kept = f"the last good checkpoint is {last[-1].path}" if last else "no checkpoint was written yet"
     return f"non-finite loss at step {step} ({parts}); stopped, {kept}"

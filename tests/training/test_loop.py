@@ -1,0 +1,133 @@
+"""The training loop: exact resume, non-finite stop, bad data, all three stages end to end."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from semhitok import SemHiTok
+from semhitok.data import BadDataError
+from semhitok.training import TrainConfig, TrainingError, list_checkpoints, train
+from semhitok.training.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "configs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Eight small images: the bundled photos and their mirror images, at 96 px."""
+    folder = tmp_path_factory.mktemp("photos")
+    for i, path in enumerate(sorted((ROOT / "assets" / "photos").glob("*.jpg"))):
+        image = Image.open(path).convert("RGB")
+        image.thumbnail((96, 96))
+        image.save(folder / f"{i}.png")
+        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{i}_flip.png")
+    return folder
+
+
+def _config(name, *overrides):
+    return TrainConfig.from_yaml(CONFIGS / name, ["data.batch_size=4", "run.log_every=1", *overrides])
+
+
+def _states_equal(a: Path, b: Path):
+    ma, mb = SemHiTok.from_pretrained(a), SemHiTok.from_pretrained(b)
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+@pytest.fixture(scope="module")
+def stage1_model(photos, tmp_path_factory):
+    run = tmp_path_factory.mktemp("s1")
+    result = train(_config("stage1_semantic.yaml", "run.max_steps=4"), run, data_path=str(photos), quiet=True)
+    return result.model_dir
+
+
+def test_stage1_resume_is_bit_exact(photos, tmp_path):
+    """4 steps straight == 2 steps, stop, --resume to 4 (weights, EMA codebook, optimizer, data order)."""
+    straight = train(_config("stage1_semantic.yaml", "run.max_steps=4", "run.checkpoint_every=2"), tmp_path / "a", data_path=str(photos), quiet=True)
+    train(_config("stage1_semantic.yaml", "run.max_steps=4", "run.checkpoint_every=2"), tmp_path / "b", data_path=str(photos), quiet=True, max_steps=2)
+    resumed = train(_config("stage1_semantic.yaml", "run.max_steps=4", "run.checkpoint_every=2"), tmp_path / "b", data_path=str(photos), quiet=True, resume=True)
+    assert straight.steps == resumed.steps == 4
+    _states_equal(straight.model_dir, resumed.model_dir)
+    lines_a = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    lines_b = [json.loads(l) for l in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [l["loss"] for l in lines_a] == [l["loss"] for l in lines_b]
+
+
+def test_stage2_resume_with_discriminator_is_bit_exact(photos, stage1_model, tmp_path):
+    """Same for stage 2 with the GAN switched on mid-run (discriminator and its optimizer resume)."""
+    common = [f"init={stage1_model}", "run.max_steps=4", "run.checkpoint_every=2", "loss.disc_start=1", "loss.perceptual_weight=0"]
+    straight = train(_config("stage2_pixel.yaml", *common), tmp_path / "a", data_path=str(photos), quiet=True)
+    train(_config("stage2_pixel.yaml", *common), tmp_path / "b", data_path=str(photos), quiet=True, max_steps=2)
+    resumed = train(_config("stage2_pixel.yaml", *common), tmp_path / "b", data_path=str(photos), quiet=True, resume=True)
+    _states_equal(straight.model_dir, resumed.model_dir)
+    sa = load_checkpoint(list_checkpoints(tmp_path / "a")[-1].path, SemHiTok.from_pretrained(straight.model_dir))
+    sb = load_checkpoint(list_checkpoints(tmp_path / "b")[-1].path, SemHiTok.from_pretrained(resumed.model_dir))
+    for k, v in sa["discriminator"].items():
+        assert torch.equal(v, sb["discriminator"][k]), k
+    assert straight.last_metrics["disc_loss"] == resumed.last_metrics["disc_loss"]
+
+
+def test_stages_freeze_what_they_do_not_train(photos, stage1_model, tmp_path):
+    """Stage 2 leaves the teacher and stage-1 weights bit-identical; stage 3 all but the decoder."""
+    s2 = train(_config("stage2_pixel.yaml", f"init={stage1_model}", "run.max_steps=2", "loss.perceptual_weight=0", "loss.disc_start=0"), tmp_path / "s2", data_path=str(photos), quiet=True)
+    before, after = SemHiTok.from_pretrained(stage1_model).state_dict(), SemHiTok.from_pretrained(s2.model_dir).state_dict()
+    stage1_keys = [k for k in before if k.split(".")[0] in ("teacher", "semantic_head", "semantic_quantizer", "semantic_decoder")]
+    assert stage1_keys and all(torch.equal(before[k], after[k]) for k in stage1_keys)
+    assert not torch.equal(before["pixel_encoder.proj_out.weight"], after["pixel_encoder.proj_out.weight"])
+
+    s3 = train(_config("stage3_decoder.yaml", f"init={s2.model_dir}", "run.max_steps=2", "loss.perceptual_weight=0", "loss.disc_start=0"), tmp_path / "s3", data_path=str(photos), quiet=True)
+    model3 = SemHiTok.from_pretrained(s3.model_dir)
+    assert model3.config.pixel_decoder.depth == 3  # stage 3's larger decoder
+    final = model3.state_dict()
+    frozen = [k for k in after if not k.startswith("pixel_decoder.")]
+    assert all(torch.equal(after[k], final[k]) for k in frozen)
+    assert SemHiTok.from_pretrained(s2.model_dir).fingerprint() == model3.fingerprint()  # same codebooks
+
+
+def test_non_finite_loss_stops_with_the_last_good_checkpoint(photos, tmp_path, monkeypatch):
+    from semhitok.losses import SemanticDistillationLoss
+
+    original = SemanticDistillationLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, out):
+        calls["n"] += 1
+        terms = original(self, out)
+        if calls["n"] == 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(SemanticDistillationLoss, "forward", poisoned)
+    with pytest.raises(TrainingError, match=r"non-finite loss at step 2 .* last good checkpoint is .*step_00000002"):
+        train(_config("stage1_semantic.yaml", "run.max_steps=6", "run.checkpoint_every=2"), tmp_path, data_path=str(photos), quiet=True)
+    assert [c.step for c in list_checkpoints(tmp_path)] == [2]
+    state = load_checkpoint(list_checkpoints(tmp_path)[-1].path, SemHiTok(_config("stage1_semantic.yaml").model_config()))
+    assert state["step"] == 2
+
+
+def test_bad_files_are_skipped_until_the_threshold(photos, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(photos, data)
+    (data / "broken.png").write_bytes(b"not an image")
+    result = train(_config("stage1_semantic.yaml", "run.max_steps=2", "data.max_bad_fraction=0.5"), tmp_path / "ok", data_path=str(data), quiet=True)
+    assert result.steps == 2
+    for i in range(8):
+        (data / f"broken_{i}.png").write_bytes(b"junk")
+    with pytest.raises(BadDataError, match="could not be decoded"):
+        train(_config("stage1_semantic.yaml", "run.max_steps=4", "data.max_bad_fraction=0.1", "data.min_seen=5"), tmp_path / "bad", data_path=str(data), quiet=True)
+
+
+def test_run_folder_contents(photos, tmp_path):
+    train(_config("stage1_semantic.yaml", "run.max_steps=2", "run.checkpoint_every=1", "run.keep_last=1"), tmp_path, data_path=str(photos), quiet=True)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.yaml", "run.jsonl", "metrics.jsonl", "tensorboard", "checkpoints", "model", "model_config.json"} <= names
+    assert [c.step for c in list_checkpoints(tmp_path)] == [2]
+    assert json.loads((tmp_path / "run.jsonl").read_text().splitlines()[0])["git_revision"]
+    assert any((tmp_path / "tensorboard").iterdir())
+    with pytest.raises(TrainingError, match="already has checkpoints"):
+        train(_config("stage1_semantic.yaml", "run.max_steps=2"), tmp_path, data_path=str(photos), quiet=True)
