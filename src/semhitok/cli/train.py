@@ -57,5 +57,8 @@ def run(args: argparse.Namespace) -> int:
         result = train(config, run_dir, data_path=args.data, resume=args.resume, quiet=args.quiet)
     except (TrainingError, BadDataError, FileNotFoundError, ValueError) as exc:
         raise CLIError(one_line(exc)) from exc
-    info(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s); model: {result.model_dir}")
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        info(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s); model: {result.model_dir}")
     return 0

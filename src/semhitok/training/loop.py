@@ -104,9 +104,9 @@ def train(
     if world > 1:
         # The EMA codebook keeps itself identical across ranks; DDP need not broadcast buffers.
         ids = [device.index] if device.type == "cuda" else None
-        stage_module = DDP(stage_module, device_ids=ids, broadcast_buffers=False)
+        stage_module = _ddp(stage_module, ids)
         if discriminator is not None:
-            loss_fn.discriminator = DDP(discriminator, device_ids=ids, broadcast_buffers=False)
+            loss_fn.discriminator = _ddp(discriminator, ids)
     optimizer = torch.optim.AdamW(_param_groups(model, params, config.optim.weight_decay), lr=config.optim.lr, betas=config.optim.betas)
     disc_optimizer = None
     if discriminator is not None:
@@ -179,8 +179,11 @@ def train(
                             ema[name].lerp_(p.detach(), 1 - config.run.ema_decay)
             step += 1
             elapsed = time.perf_counter() - started
+            due = step == max_steps or step % config.run.log_every == 0
+            if due and world > 1:  # log the global batch's means, not rank 0's share
+                sums = _mean_over_ranks(sums, device)
             metrics = {"step": step, "lr": lr, "epoch": position.epoch, "images_per_second": images_seen / max(elapsed, 1e-9), **sums}
-            log.step(step, metrics, force=step == max_steps or step % config.run.log_every == 0)
+            log.step(step, metrics, force=due)
             if step % config.run.checkpoint_every == 0 or step == max_steps:
                 _checkpoint(run_dir, step, model, optimizer, discriminator, disc_optimizer, ema, position, config.run.keep_last, rank)
     finally:
@@ -231,6 +234,14 @@ def _setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, torch.device("cpu")
 
 
+def _ddp(module: nn.Module, device_ids: list[int] | None) -> DDP:
+    """DDP without the per-forward buffer broadcast (newer torch names it forward_sync_buffers)."""
+    import inspect
+
+    flag = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+    return DDP(module, device_ids=device_ids, **{flag: False})
+
+
 def _build_model(config: TrainConfig, init: str | None) -> SemHiTok:
     """From scratch, or from the previous stage's folder; weights whose shape changed (stage 3's
     larger decoder) start fresh."""
@@ -259,6 +270,14 @@ def _param_groups(model: SemHiTok, params: list[nn.Parameter], weight_decay: flo
     ]
 
 
+def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    keys = sorted(values)
+    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
+    dist.all_reduce(packed)
+    packed /= dist.get_world_size()
+    return dict(zip(keys, packed.tolist()))
+
+
 def _usage(out: Any, pixel_stage: bool) -> dict[str, Tensor]:
     q = out.semantic if pixel_stage else out.quantizer
     stats = {"semantic_usage": q.usage, "semantic_perplexity": q.perplexity}
@@ -274,9 +293,30 @@ def _non_finite_message(step: int, terms: dict[str, Tensor], run_dir: Path) -> s
     return f"non-finite loss at step {step} ({parts}); stopped, {kept}"
 
 
+def codebook_rank_divergence(model: SemHiTok) -> float:
+    """Largest |difference| between this rank's and rank 0's codebook state (0.0 when in sync).
+
+    The EMA codebook is a buffer that DDP does not synchronise; the quantizer all-reduces its
+    statistics so every rank should hold bit-identical codes. This checks it.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return 0.0
+    q = model.semantic_quantizer
+    worst = torch.zeros((), device=q.embed.device)
+    for t in (q.embed, q.cluster_size, q.embed_sum, model.pixel_quantizer.weight.detach()):
+        reference = t.detach().clone()
+        dist.broadcast(reference, src=0)
+        worst = torch.maximum(worst, (t.detach() - reference).abs().max())
+    dist.all_reduce(worst, op=dist.ReduceOp.MAX)
+    return float(worst)
+
+
 def _checkpoint(run_dir, step, model, optimizer, discriminator, disc_optimizer, ema, position, keep_last, rank) -> None:
+    divergence = codebook_rank_divergence(model)
+    if divergence > 0:
+        raise TrainingError(f"step {step}: the codebooks differ across ranks (max |diff| {divergence:.3g}); the run is not DDP-consistent")
     if rank == 0:
-        state: dict[str, Any] = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "data": position.to_dict()}
+        state: dict[str, Any] = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "data": position.to_dict(), "codebook_rank_divergence": divergence}
         if disc_optimizer is not None:
             state["discriminator"] = discriminator.state_dict()
             state["disc_optimizer"] = disc_optimizer.state_dict()
