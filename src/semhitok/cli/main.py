@@ -12,18 +12,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import decode, encode, export, reconstruct, train
+from . import decode, demo, encode, export, reconstruct, train
 from .common import HelpFormatter
 from .errors import CLIError, one_line
 
 PROG = "semhitok"
-# Commands that work today. DESIGN.md also plans eval, visualize, generate and demo; each is
-# registered here when it exists, so --help never lists a command that cannot run.
-COMMANDS = (train, export, encode, decode, reconstruct)
+# Commands that work today. DESIGN.md also plans eval, visualize and generate; each is registered
+# here when it exists, so --help never lists a command that cannot run.
+COMMANDS = (demo, train, export, encode, decode, reconstruct)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
 EPILOG = """\
 examples:
+  semhitok demo -o outputs/demo
   semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1
   semhitok encode photos/*.jpg --model runs/stage2/model -o tokens.npz
   semhitok decode tokens.npz --model runs/stage2/model -o decoded/

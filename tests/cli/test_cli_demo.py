@@ -1,0 +1,20 @@
+"""`semhitok demo`: tiles, both stages, before/after PSNR and pictures (a few steps only)."""
+
+import json
+import math
+
+from semhitok.cli.main import main
+
+
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--steps", "3", "3", "--quiet"]) == 0
+    report = json.loads((out / "demo.json").read_text())
+    assert report["stage1_steps"] == 3 and report["stage2_steps"] == 3
+    for key in ("heldout_psnr_untrained_db", "heldout_psnr_trained_db", "train_psnr_trained_db"):
+        assert math.isfinite(report[key]) and report[key] > 0
+    assert (out / "heldout_untrained.png").is_file() and (out / "heldout_trained.png").is_file()
+    assert not any(p.name.startswith("chelsea") for p in (out / "data" / "train").iterdir())  # held out
+    assert "held-out PSNR" in capsys.readouterr().out
+    # A second demo into the same folder is refused instead of mixing runs.
+    assert main(["demo", "-o", str(out), "--steps", "3", "3"]) == 2
