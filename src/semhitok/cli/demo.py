@@ -16,7 +16,7 @@ from .common import info
 from .errors import CLIError, one_line
 
 NAME = "demo"
-HELP = "train the tiny model on the bundled photos: PSNR before and after"
+HELP = "train the tiny model on the photos: PSNR before/after"
 DESCRIPTION = "Train stage 1 and stage 2 of the tiny preset on tiles of the bundled photos (one photo held out) and compare held-out reconstructions before and after."
 EXAMPLE = """\
 example:
