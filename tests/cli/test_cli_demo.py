@@ -16,5 +16,12 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert (out / "heldout_untrained.png").is_file() and (out / "heldout_trained.png").is_file()
     assert not any(p.name.startswith("chelsea") for p in (out / "data" / "train").iterdir())  # held out
     assert "held-out PSNR" in capsys.readouterr().out
-    # A second demo into the same folder is refused instead of mixing runs.
-    assert main(["demo", "-o", str(out), "--steps", "3", "3"]) == 2
+    # Running it again replaces the previous demo (the README command can be repeated) ...
+    assert main(["demo", "-o", str(out), "--steps", "2", "2", "--quiet"]) == 0
+    assert json.loads((out / "demo.json").read_text())["stage1_steps"] == 2
+    # ... but a folder that is not a demo's is never touched.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    assert main(["demo", "-o", str(other), "--steps", "2", "2"]) == 2
+    assert (other / "keep.txt").read_text() == "mine" and len(list(other.iterdir())) == 1

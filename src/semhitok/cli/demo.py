@@ -78,8 +78,19 @@ def run(args: argparse.Namespace) -> int:
     from ..training import TrainConfig, TrainingError, train
 
     out = Path(args.output)
-    if (out / "runs").exists():
-        raise CLIError(f"{out} already holds a demo run; choose another -o or delete it")
+    if out.exists() and any(out.iterdir()):
+        if not (out / "demo.json").is_file() and not (out / "runs").exists():
+            raise CLIError(f"{out} exists and is not a demo folder; choose another -o")
+        # A previous demo's folder: start it afresh, so the README's command can be run again.
+        import shutil
+
+        for name in ("data", "runs", "demo.json", "heldout_untrained.png", "heldout_trained.png", "train_trained.png"):
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        info(f"replacing the previous demo in {out}")
     photos = sorted(p for p in Path(args.photos).glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     held = [p for p in photos if p.name == HELD_OUT] or photos[-1:]
     train_photos = [p for p in photos if p not in held]
