@@ -1,6 +1,7 @@
 """The training loop: exact resume, non-finite stop, bad data, all three stages end to end."""
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -131,3 +132,17 @@ def test_run_folder_contents(photos, tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
     with pytest.raises(TrainingError, match="already has checkpoints"):
         train(_config("stage1_semantic.yaml", "run.max_steps=2"), tmp_path, data_path=str(photos), quiet=True)
+
+
+def test_loop_options_run_and_export_uses_ema(photos, tmp_path):
+    """bf16 autocast, gradient accumulation, gradient checkpointing and an EMA of the weights run
+    together; the exported model carries the EMA weights, not the raw ones."""
+    options = ["run.max_steps=2", "run.precision=bf16", "optim.grad_accum=2", "run.gradient_checkpointing=true", "run.ema_decay=0.5", "data.batch_size=2"]
+    result = train(_config("stage1_semantic.yaml", *options), tmp_path, data_path=str(photos), quiet=True)
+    assert result.steps == 2 and math.isfinite(result.last_metrics["loss"])
+    exported_model = SemHiTok.from_pretrained(result.model_dir)
+    raw = SemHiTok(exported_model.config)
+    state = load_checkpoint(list_checkpoints(tmp_path)[-1].path, raw)  # the raw (non-EMA) weights
+    exported = dict(exported_model.named_parameters())
+    assert state["ema"] and all(torch.equal(exported[k], v) for k, v in state["ema"].items())
+    assert any(not torch.equal(dict(raw.named_parameters())[k], v) for k, v in state["ema"].items())
