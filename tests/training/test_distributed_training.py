@@ -9,23 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from semhitok import SemHiTok
 from semhitok.training import list_checkpoints
 from semhitok.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _photos(folder: Path) -> Path:
-    folder.mkdir()
-    for i, path in enumerate(sorted((ROOT / "assets" / "photos").glob("*.jpg"))):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((96, 96))
-        image.save(folder / f"{i}.png")
-        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{i}_flip.png")
-    return folder
 
 
 def _train(out: Path, data: Path, nproc: int, batch: int) -> None:
@@ -45,8 +34,8 @@ def _train(out: Path, data: Path, nproc: int, batch: int) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
-def test_two_rank_ddp_matches_one_rank(tmp_path):
-    data = _photos(tmp_path / "data")
+def test_two_rank_ddp_matches_one_rank(tmp_path, photos):
+    data = photos
     _train(tmp_path / "ddp", data, nproc=2, batch=2)
     _train(tmp_path / "single", data, nproc=1, batch=4)
     ddp, single = SemHiTok.from_pretrained(tmp_path / "ddp" / "model"), SemHiTok.from_pretrained(tmp_path / "single" / "model")

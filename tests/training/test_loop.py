@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
 from semhitok import SemHiTok
 from semhitok.data import BadDataError
@@ -16,18 +15,6 @@ from semhitok.training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs" / "tiny"
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory):
-    """Eight small images: the bundled photos and their mirror images, at 96 px."""
-    folder = tmp_path_factory.mktemp("photos")
-    for i, path in enumerate(sorted((ROOT / "assets" / "photos").glob("*.jpg"))):
-        image = Image.open(path).convert("RGB")
-        image.thumbnail((96, 96))
-        image.save(folder / f"{i}.png")
-        image.transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(folder / f"{i}_flip.png")
-    return folder
 
 
 def _config(name, *overrides):
