@@ -1,0 +1,1 @@
+"""Evaluation: reconstruction metrics, FID on Inception features, codebook statistics."""
