@@ -17,13 +17,13 @@ from semhitok.training.checkpoint import load_checkpoint
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _train(out: Path, data: Path, nproc: int, batch: int) -> None:
+def _train(out: Path, data: Path, nproc: int, batch: int, config: str = "stage1_semantic.yaml", extra: tuple[str, ...] = ()) -> None:
     # k-means init draws random samples in a rank-dependent order; switch it off so the 1- and
     # 2-process runs start from the same codebook and can be compared number for number.
     args = [
-        "-m", "semhitok", "train", str(ROOT / "configs" / "tiny" / "stage1_semantic.yaml"), "--data", str(data),
-        "--out", str(out), "--max-steps", "3", "--quiet", f"data.batch_size={batch}", "model.kmeans_init=false",
-        "run.checkpoint_every=3",
+        "-m", "semhitok", "train", str(ROOT / "configs" / "tiny" / config), "--data", str(data),
+        "--out", str(out), "--max-steps", "3", "--quiet", f"data.batch_size={batch}", "run.checkpoint_every=3",
+        *(extra or ("model.kmeans_init=false",)),
     ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     if nproc > 1:
@@ -50,3 +50,16 @@ def test_two_rank_ddp_matches_one_rank(tmp_path, photos):
     loss_ddp = [json.loads(line)["loss"] for line in (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()]
     loss_single = [json.loads(line)["loss"] for line in (tmp_path / "single" / "metrics.jsonl").read_text().splitlines()]
     assert loss_ddp == pytest.approx(loss_single, rel=1e-4)
+
+
+def test_two_rank_stage2_with_gan_and_accumulation(tmp_path, photos):
+    """Stage 2 under DDP with the discriminator on and gradient accumulation: runs, stays in sync."""
+    _train(tmp_path / "s1", photos, nproc=1, batch=4)
+    extra = (f"init={tmp_path / 's1' / 'model'}", "loss.disc_start=1", "optim.grad_accum=2")
+    _train(tmp_path / "s2", photos, nproc=2, batch=2, config="stage2_pixel.yaml", extra=extra)
+    model = SemHiTok.from_pretrained(tmp_path / "s2" / "model")
+    state = load_checkpoint(list_checkpoints(tmp_path / "s2")[-1].path, model)
+    assert state["codebook_rank_divergence"] == 0.0 and state["step"] == 3
+    assert "discriminator" in state
+    last = json.loads((tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["disc_disc_factor"] == 1.0 and last["gan"] != 0.0
