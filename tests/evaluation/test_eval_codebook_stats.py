@@ -111,3 +111,16 @@ def test_counts_ids_from_the_tiny_tokenizer():
     assert s["semantic_used"] == len(set(enc.semantic_ids.flatten().tolist()))
     assert sum(s["subcode_histogram"]) == s["semantic_used"]
     assert 1.0 <= s["semantic_perplexity"] <= s["semantic_used"]
+
+
+def test_all_reduce_in_a_one_rank_process_group(tmp_path):
+    import torch.distributed as dist
+
+    usage = _hand_example()
+    before = usage.pair_counts.clone()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'init'}", rank=0, world_size=1)
+    try:
+        assert usage.all_reduce() is usage
+    finally:
+        dist.destroy_process_group()
+    assert torch.equal(usage.pair_counts, before) and usage.pair_counts.device.type == "cpu"

@@ -92,16 +92,21 @@ class CodebookUsage:
                 f"semantic_ids and pixel_ids must have the same shape, got "
                 f"{tuple(semantic_ids.shape)} and {tuple(pixel_ids.shape)}"
             )
-        if semantic_ids.dtype.is_floating_point or pixel_ids.dtype.is_floating_point or semantic_ids.dtype == torch.bool:
+        ids = (semantic_ids, pixel_ids)
+        if any(t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool for t in ids):
             raise TypeError(f"ids must be integer tensors, got {semantic_ids.dtype} and {pixel_ids.dtype}")
         if semantic_ids.numel() == 0:
             return
         k = semantic_ids.detach().reshape(-1).long().cpu()
         j = pixel_ids.detach().reshape(-1).long().cpu()
         if int(k.min()) < 0 or int(k.max()) >= self.codebook_size:
-            raise ValueError(f"semantic ids must lie in [0, {self.codebook_size}), got [{int(k.min())}, {int(k.max())}]")
+            raise ValueError(
+                f"semantic ids must lie in [0, {self.codebook_size}), got [{int(k.min())}, {int(k.max())}]"
+            )
         if int(j.min()) < 0 or int(j.max()) >= self.subcodebook_size:
-            raise ValueError(f"pixel ids must lie in [0, {self.subcodebook_size}), got [{int(j.min())}, {int(j.max())}]")
+            raise ValueError(
+                f"pixel ids must lie in [0, {self.subcodebook_size}), got [{int(j.min())}, {int(j.max())}]"
+            )
         flat = k * self.subcodebook_size + j
         counts = torch.bincount(flat, minlength=self.codebook_size * self.subcodebook_size)
         self.pair_counts += counts.view(self.codebook_size, self.subcodebook_size)
@@ -122,7 +127,8 @@ class CodebookUsage:
 
         if dist.is_available() and dist.is_initialized():
             backend = dist.get_backend(group)
-            device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+            on_gpu = backend == "nccl"
+            device = torch.device("cuda", torch.cuda.current_device()) if on_gpu else torch.device("cpu")
             counts = self.pair_counts.to(device)
             dist.all_reduce(counts, op=dist.ReduceOp.SUM, group=group)
             self.pair_counts = counts.cpu()
