@@ -108,6 +108,7 @@ def test_ssim_identity_symmetry_and_noise():
         value = float(ssim(a, noisy).mean())
         assert value < previous
         previous = value
+    torch.testing.assert_close(ssim(a * 255, b * 255, data_range=255.0), ssim(a, b))
     with pytest.raises(ValueError, match="11x11"):
         ssim(torch.rand(1, 3, 10, 20), torch.rand(1, 3, 10, 20))
 
@@ -130,6 +131,9 @@ def test_lpips_metric_equals_perceptual_distance(perceptual):
     with torch.no_grad():
         torch.testing.assert_close(out, perceptual.distance(a, b)[0])
     torch.testing.assert_close(metric(a, a), torch.zeros(3), atol=1e-6, rtol=0)
+    torch.testing.assert_close(LPIPSMetric(perceptual, max_batch=2)(a, b), out)  # chunked: same values
+    with pytest.raises(ValueError):
+        LPIPSMetric(perceptual, max_batch=0)
     metric.train()
     assert not metric.training and not perceptual.training
     assert not any(p.requires_grad for p in metric.parameters())

@@ -126,12 +126,20 @@ class LPIPSMetric(nn.Module):
     loss in eval mode; its parameters never require a gradient. ``a`` and ``b`` are (B, 3, H, W) in
     [0, 1]. For LPIPS-VGG build ``PerceptualLoss(vgg_weights=FILE)`` (heads from torchmetrics); any
     other backbone gives an LPIPS-style distance, which should be labelled as such.
+
+    Args:
+        perceptual: the loss whose ``distance`` is reported.
+        max_batch: score at most this many image pairs per backbone call (bounds memory for
+            large images); ``None`` scores the whole batch at once. The result does not depend on it.
     """
 
-    def __init__(self, perceptual: PerceptualLoss) -> None:
+    def __init__(self, perceptual: PerceptualLoss, max_batch: int | None = None) -> None:
         super().__init__()
         if not isinstance(perceptual, PerceptualLoss):
             raise TypeError(f"LPIPSMetric needs a PerceptualLoss, got {type(perceptual).__name__}")
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be a positive integer or None, got {max_batch}")
+        self.max_batch = max_batch
         self.perceptual = perceptual
         self.perceptual.requires_grad_(False)
         self.perceptual.eval()
@@ -143,8 +151,13 @@ class LPIPSMetric(nn.Module):
     @torch.no_grad()
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         """(B, 3, H, W) x 2 in [0, 1] -> per-image distance (B,) (float32, detached)."""
-        distance, _ = self.perceptual.distance(a, b)
-        return distance.detach()
+        if self.max_batch is None or a.shape[0] <= self.max_batch:
+            return self.perceptual.distance(a, b)[0].detach()
+        parts = [
+            self.perceptual.distance(a[i : i + self.max_batch], b[i : i + self.max_batch])[0]
+            for i in range(0, a.shape[0], self.max_batch)
+        ]
+        return torch.cat(parts).detach()
 
 
 def bits_per_image(num_tokens: int, vocab_size: int) -> float:
