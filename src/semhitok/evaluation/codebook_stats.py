@@ -29,23 +29,19 @@ Ratios are 0.0 when nothing has been counted yet. All counts are int64 tensors o
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from ..quantizers.stats import perplexity
 
 __all__ = ["CodebookUsage", "histogram_perplexity"]
 
 
 def histogram_perplexity(counts: Tensor) -> float:
     """``exp(entropy)`` of a histogram of counts (any shape; computed in float64); 0.0 if empty."""
-    counts = counts.detach().reshape(-1).double()
-    total = float(counts.sum())
-    if total <= 0:
-        return 0.0
-    p = counts[counts > 0] / total
-    return math.exp(float(-(p * p.log()).sum()))
+    return float(perplexity(counts))
 
 
 class CodebookUsage:

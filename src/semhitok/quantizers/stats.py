@@ -1,4 +1,4 @@
-"""Batch statistics of code assignments."""
+"""Statistics of code assignments."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from torch import Tensor
 
 
 def perplexity(counts: Tensor) -> Tensor:
-    """``exp(entropy)`` of a histogram of code counts; 1 means one code, K means uniform."""
+    """``exp(entropy)`` of a histogram of code counts (any shape), as a float64 scalar tensor:
+    1 when one code takes everything, K for a uniform histogram over K codes, 0 when empty."""
+    counts = counts.detach().reshape(-1).double()
     total = counts.sum()
     if total <= 0:
-        return counts.new_tensor(0.0, dtype=torch.float32)
-    p = counts.float() / total
-    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
-    return entropy.exp()
+        return counts.new_zeros(())
+    p = counts[counts > 0] / total
+    return torch.exp(-(p * p.log()).sum())
