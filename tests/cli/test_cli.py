@@ -29,7 +29,7 @@ from semhitok.modeling import fit_to_size
 
 PHOTOS = Path(__file__).parents[2] / "assets" / "photos"
 SIZE = 64  # the tiny preset's image size
-PLANNED_COMMANDS = ("eval", "generate")
+PLANNED_COMMANDS = ("generate",)
 
 
 # ---- fixtures ----------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ def test_help_lists_exactly_the_working_commands(capsys):
     assert code == 0
     section = out.split("commands:")[1].split("examples:")[0]
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("    ") and line.strip()]
-    assert listed == ["demo", "train", "export", "encode", "decode", "reconstruct", "visualize"]
+    assert listed == ["demo", "train", "export", "encode", "decode", "reconstruct", "eval", "visualize"]
     for name in PLANNED_COMMANDS:
         assert f"    {name} " not in out
         code, _, err = run_cli(capsys, name, "--help")
@@ -103,13 +103,13 @@ def test_help_lists_exactly_the_working_commands(capsys):
         assert_one_error_line(err, "invalid choice")
 
 
-@pytest.mark.parametrize("command", ["demo", "train", "export", "encode", "decode", "reconstruct", "visualize"])
+@pytest.mark.parametrize("command", ["demo", "train", "export", "encode", "decode", "reconstruct", "eval", "visualize"])
 def test_subcommand_help(capsys, command):
     code, out, _ = run_cli(capsys, command, "--help")
     assert code == 0
     assert f"usage: semhitok {command}" in out
     assert f"  semhitok {command} " in out  # an example
-    if command in ("encode", "decode", "reconstruct", "visualize"):
+    if command in ("encode", "decode", "reconstruct", "eval", "visualize"):
         assert "--model DIR" in out and "--preset NAME" in out
 
 

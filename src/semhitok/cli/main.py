@@ -12,14 +12,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import decode, demo, encode, export, reconstruct, train, visualize
+from . import decode, demo, encode, eval, export, reconstruct, train, visualize
 from .common import HelpFormatter
 from .errors import CLIError, one_line
 
 PROG = "semhitok"
-# Commands that work today. DESIGN.md also plans eval and generate; each is registered here when it
-# exists, so --help never lists a command that cannot run.
-COMMANDS = (demo, train, export, encode, decode, reconstruct, visualize)
+# Commands that work today. DESIGN.md also plans generate (with the MLLM); it is registered here
+# when it exists, so --help never lists a command that cannot run.
+COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
 EPILOG = """\

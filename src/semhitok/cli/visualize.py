@@ -115,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
         page.paragraph("Rows, top to bottom: codes " + ", ".join(f"{c} ({gallery.count(c)} tokens)" for c in codes), note=True)
         add("gallery.png", png_bytes(code_grid(gallery, codes, columns=args.per_code)), "each row: random patches assigned to one semantic code")
         if codes:
-            page.heading(f"Semantic code {codes[0]} split by pixel sub-code (one row per sub-code j = 0..{model.subcodebook_size - 1})")
-            add("subcodes.png", png_bytes(subcode_grid(gallery, codes[0], model.subcodebook_size, columns=args.per_code)), "empty rows: sub-codes no patch here used")
+            # Of the most used codes, the one whose tokens spread over the most sub-codes.
+            split = max(codes, key=lambda c: (int((usage.pair_counts[c] > 0).sum()), gallery.count(c)))
+            page.heading(f"Semantic code {split} split by pixel sub-code (one row per sub-code j = 0..{model.subcodebook_size - 1})")
+            add("subcodes.png", png_bytes(subcode_grid(gallery, split, model.subcodebook_size, columns=args.per_code)), "empty rows: sub-codes no patch here used")
         page.heading("Codebook usage")
         add("usage.png", usage_plots_png(usage.semantic_counts, usage.pair_counts), "usage vs rank, tokens per code, sub-codes per code")
 

@@ -1,0 +1,92 @@
+"""``semhitok eval``: the fixed evaluation protocol -> report.json, report.md, report.html."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from . import common
+from .common import OutputDir, info
+from .errors import CLIError, one_line
+
+NAME = "eval"
+HELP = "rFID / PSNR / SSIM / LPIPS and codebook usage: a report"
+DESCRIPTION = (
+    "Evaluate reconstructions on a dataset with a fixed protocol (shorter side to the model size, centre crop, "
+    "first N images): Fréchet distance, PSNR, SSIM, LPIPS, bits per image, codebook usage. A number is called "
+    "rFID only when it comes from the FID Inception weights (--fid-weights)."
+)
+EXAMPLE = """\
+examples:
+  semhitok eval --model runs/s2/model --data imagenet/val -o reports/s2 --fid-weights pt_inception-2015-12-05-6726825d.pth \\
+      --lpips-weights vgg16-397923af.pth --max-images 50000
+  semhitok eval --model outputs/demo/runs/stage2/model --data assets/photos -o reports/demo   (no real weights: FD, not rFID)"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from ..evaluation.fid_features import EXTRACTORS
+
+    p = subparsers.add_parser(NAME, help=HELP, description=DESCRIPTION, epilog=EXAMPLE, formatter_class=common.HelpFormatter)
+    p.add_argument("--data", required=True, metavar="PATH", help="image folder, Fashion-MNIST folder or .tar shards")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT_DIR", help="folder for report.json, report.md, report.html")
+    common.add_model_options(p)
+    common.add_batch_size_option(p)
+    p.add_argument("--max-images", type=common.positive_int, default=50000, metavar="N", help="evaluate the first N images (default 50000)")
+    p.add_argument("--fid-weights", metavar="FILE", help="FID Inception weights (pt_inception-2015-12-05-6726825d.pth or .safetensors)")
+    p.add_argument("--feature-extractor", choices=EXTRACTORS, default="teacher", help="without --fid-weights: the stand-in feature space, reported as FD, never rFID (default: teacher, the tokenizer's own frozen SigLIP/CLIP, mean-pooled)")
+    p.add_argument("--lpips-weights", metavar="FILE", help="torchvision-layout VGG16 weights for LPIPS (heads come from torchmetrics)")
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "semhitok" / "fid_stats"), metavar="DIR", help="reference statistics cache (default ~/.cache/semhitok/fid_stats)")
+    p.add_argument("--bf16", action="store_true", help="run the tokenizer under bf16 autocast")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import BadDataError
+    from ..evaluation.evaluate import evaluate, report_markdown
+    from ..evaluation.fid_features import build_extractor
+    from ..evaluation.html import HtmlPage
+    from ..evaluation.plots import usage_plots_png
+
+    for flag, path in (("--fid-weights", args.fid_weights), ("--lpips-weights", args.lpips_weights)):
+        if path and not Path(path).is_file():
+            raise CLIError(f"{flag} {path}: no such file")
+    with OutputDir(args.output) as out:
+        model = common.load_model(args).model
+        try:
+            extractor = build_extractor(args.fid_weights, args.feature_extractor, model)
+            lpips, lpips_label = None, None
+            if args.lpips_weights:
+                from ..losses import PerceptualLoss
+
+                lpips = PerceptualLoss(vgg_weights=args.lpips_weights, head_weights="torchmetrics")
+                lpips_label = "LPIPS (VGG16, torchmetrics heads)"
+            bar = common.progress(-(-args.max_images // args.batch_size), "eval")
+            try:
+                report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
+                                  batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar)
+            finally:
+                bar.close()
+        except (BadDataError, FileNotFoundError, ValueError) as exc:
+            raise CLIError(one_line(exc)) from exc
+        if args.preset:
+            report["model"]["source"] = f"preset {args.preset} (UNTRAINED, random weights)"
+        else:
+            report["model"]["source"] = str(args.model)
+        out.path("report.json").write_text(json.dumps(report, indent=2) + "\n")
+        markdown = report_markdown(report)
+        out.path("report.md").write_text(markdown)
+        page = HtmlPage("SemHiTok evaluation")
+        page.paragraph(f"model: {report['model']['source']}; data: {report['data']}; {report['images']} images", note=True)
+        page.table([(line.split("|")[1].strip(), line.split("|")[2].strip()) for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| metric")], header=("metric", "value"))
+        page.paragraph(f"protocol: {report['protocol']}", note=True)
+        if not report["frechet"]["is_rfid"]:
+            page.paragraph("The Fréchet distance is NOT rFID: it was not computed with the FID Inception weights.")
+        page.heading("Codebook usage")
+        page.figure(usage_plots_png(usage.semantic_counts, usage.pair_counts), "usage vs rank, tokens per code, sub-codes per code")
+        page.write(out.path("report.html"))
+        out.commit()
+    f = report["frechet"]
+    info(f"{f['label']}: {f['value']:.3f}; PSNR {report['psnr']:.2f} dB; SSIM {report['ssim']:.4f}; "
+         f"semantic codes used {report['codebook']['semantic_used']}/{report['codebook']['codebook_size']}; report: {Path(args.output) / 'report.html'}")
+    return 0

@@ -1,0 +1,124 @@
+"""The fixed evaluation protocol: reconstruction quality, Fréchet distance, codebook usage.
+
+Protocol (written into every report): images are read from the dataset, resized so the shorter
+side equals the model's image size (bicubic, antialiased) and centre-cropped; the first
+``max_images`` in the dataset's order are used. Originals and reconstructions are both [0, 1]
+images of the model's size; the Fréchet distance compares the feature statistics of the
+reconstructions against those of the originals (the reference statistics are cached per
+dataset, protocol and extractor).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..data import TransformConfig, build_dataset, collate_samples
+from .codebook_stats import CodebookUsage
+from .fid_features import Extractor, dataset_identity, load_reference, reference_key, save_reference
+from .frechet import FeatureStats, frechet_distance
+from .image_metrics import ReconstructionMeter, bits_per_image
+
+
+def evaluate(
+    model: Any,
+    data_path: str,
+    *,
+    extractor: Extractor,
+    lpips: Any | None = None,
+    lpips_label: str | None = None,
+    max_images: int = 50000,
+    batch_size: int = 16,
+    cache_dir: str | Path | None = None,
+    bf16: bool = False,
+    progress: Any | None = None,
+) -> tuple[dict[str, Any], CodebookUsage]:
+    """Run the protocol; returns the report (a JSON-ready dict) and the raw code counts."""
+    device = next(model.parameters()).device
+    protocol = {"image_size": model.image_size, "resize": "shorter side, bicubic antialiased", "crop": "center", "max_images": max_images}
+    dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"))
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
+    batches = -(-max_images // batch_size)
+    extractor.module.to(device).eval()
+
+    key = reference_key(dataset_identity(data_path), protocol, extractor)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    cached = load_reference(cache, key) if cache is not None else None
+    real, fake = FeatureStats(), FeatureStats()
+    meter = ReconstructionMeter(lpips=lpips)
+    usage = CodebookUsage(model.codebook_size, model.subcodebook_size)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    seen, started = 0, time.perf_counter()
+    with torch.no_grad():
+        for batch in islice(loader, batches):
+            images = batch.images[: max_images - seen].to(device)
+            with autocast:
+                enc = model.encode(images)
+                recon = model.decode(enc.ids).float()
+            meter.update(images, recon)
+            usage.update(enc.semantic_ids, enc.pixel_ids)
+            fake.update(extractor.module(recon))
+            if cached is None:
+                real.update(extractor.module(images))
+            seen += images.shape[0]
+            if progress is not None:
+                progress.update(1)
+    if seen < 2:
+        raise ValueError(f"{data_path}: {seen} image(s) read; the Fréchet distance needs at least 2")
+    if cached is None:
+        mu_r, sigma_r = real.mean_cov()
+        if cache is not None:
+            save_reference(cache, key, mu_r.cpu(), sigma_r.cpu(), {"data": str(data_path), "protocol": protocol, "extractor": extractor.identity, "images": seen})
+    else:
+        mu_r, sigma_r = cached
+    mu_f, sigma_f = fake.mean_cov()
+    quality = meter.compute()
+    stats = usage.compute(top_n=16)
+    tokens = model.grid_size**2
+    report = {
+        "model": {"fingerprint": model.fingerprint(), "image_size": model.image_size, "grid": [model.grid_size, model.grid_size],
+                  "codebook_size": model.codebook_size, "subcodebook_size": model.subcodebook_size, "vocab_size": model.vocab_size},
+        "data": str(data_path),
+        "protocol": protocol,
+        "images": seen,
+        "frechet": {"value": frechet_distance(mu_r, sigma_r, mu_f, sigma_f), "label": extractor.label, "is_rfid": extractor.is_rfid,
+                    "reference_cached": cached is not None, "reference_key": key},
+        "psnr": quality["psnr"],
+        "ssim": quality["ssim"],
+        "lpips": {"value": quality.get("lpips"), "label": lpips_label or "not computed (give --lpips-weights VGG16 file)"},
+        "bits_per_image": bits_per_image(tokens, model.vocab_size),
+        "codebook": stats,
+        "seconds": time.perf_counter() - started,
+    }
+    return report, usage
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The report as a Markdown page."""
+    f, cb = report["frechet"], report["codebook"]
+    lp = report["lpips"]
+    lines = [
+        "# SemHiTok evaluation", "",
+        f"Model fingerprint `{report['model']['fingerprint']}`, {report['model']['image_size']} px, "
+        f"{report['model']['grid'][0]}x{report['model']['grid'][1]} tokens, K={report['model']['codebook_size']}, m={report['model']['subcodebook_size']}.",
+        f"Data `{report['data']}`: {report['images']} images; protocol: {report['protocol']}.", "",
+        "| metric | value |", "|---|---|",
+        f"| {f['label']} | {f['value']:.4f} |",
+        f"| PSNR (dB) | {report['psnr']:.3f} |",
+        f"| SSIM | {report['ssim']:.4f} |",
+        f"| LPIPS | {'%.4f' % lp['value'] if lp['value'] is not None else lp['label']} |",
+        f"| bits per image | {report['bits_per_image']:.0f} |",
+        f"| semantic codes used | {cb['semantic_used']} of {cb['codebook_size']} ({100 * cb['semantic_usage']:.1f}%) |",
+        f"| semantic perplexity | {cb['semantic_perplexity']:.1f} |",
+        f"| sub-code usage (mean over used codes) | {100 * cb['subcodebook_usage']:.1f}% |",
+        f"| dead sub-codes among used codes | {cb['dead_subcodes']} |", "",
+    ]
+    if not f["is_rfid"]:
+        lines.append("The Fréchet distance above is **not rFID**: it was not computed with the FID Inception weights (give `--fid-weights`).")
+    return "\n".join(lines) + "\n"
