@@ -5,6 +5,7 @@ import math
 import re
 from pathlib import Path
 
+import pytest
 import torch
 
 from semhitok.cli.main import main
@@ -53,3 +54,22 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert "no such file" in capsys.readouterr().err
     assert main(["eval", "--preset", "tiny", "--data", str(tmp_path / "missing"), "-o", str(tmp_path / "r")]) == 2
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_under_torchrun_matches_one_process(tmp_path):
+    """2 gloo processes split the images and merge the statistics: the same report as 1 process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    common = ["-m", "semhitok", "eval", "--preset", "tiny", "--data", str(PHOTOS), "--batch-size", "2"]
+    single = subprocess.run([sys.executable, *common, "-o", str(tmp_path / "one"), "--cache-dir", str(tmp_path / "c1")], env=env, capture_output=True, text=True, timeout=180)
+    assert single.returncode == 0, single.stderr[-2000:]
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *common, "-o", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "c2")], env=env, capture_output=True, text=True, timeout=180)
+    assert ddp.returncode == 0, ddp.stderr[-2000:]
+    a, b = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    assert a["images"] == b["images"] == 5
+    assert b["frechet"]["value"] == pytest.approx(a["frechet"]["value"], rel=1e-6)
+    assert b["psnr"] == pytest.approx(a["psnr"], rel=1e-9) and b["ssim"] == pytest.approx(a["ssim"], rel=1e-9)
+    assert a["codebook"] == b["codebook"]

@@ -51,16 +51,18 @@ def run(args: argparse.Namespace) -> int:
     for flag, path in (("--fid-weights", args.fid_weights), ("--lpips-weights", args.lpips_weights)):
         if path and not Path(path).is_file():
             raise CLIError(f"{flag} {path}: no such file")
+    rank = _join_torchrun()
+    if rank != 0:  # under torchrun the other ranks evaluate their share and rank 0 writes
+        model = common.load_model(args).model
+        evaluate(model, args.data, extractor=build_extractor(args.fid_weights, args.feature_extractor, model), max_images=args.max_images,
+                 batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16,
+                 lpips=_lpips(args.lpips_weights)[0])
+        return 0
     with OutputDir(args.output) as out:
         model = common.load_model(args).model
         try:
             extractor = build_extractor(args.fid_weights, args.feature_extractor, model)
-            lpips, lpips_label = None, None
-            if args.lpips_weights:
-                from ..losses import PerceptualLoss
-
-                lpips = PerceptualLoss(vgg_weights=args.lpips_weights, head_weights="torchmetrics")
-                lpips_label = "LPIPS (VGG16, torchmetrics heads)"
+            lpips, lpips_label = _lpips(args.lpips_weights)
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
                 report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
@@ -90,3 +92,26 @@ def run(args: argparse.Namespace) -> int:
     info(f"{f['label']}: {f['value']:.3f}; PSNR {report['psnr']:.2f} dB; SSIM {report['ssim']:.4f}; "
          f"semantic codes used {report['codebook']['semantic_used']}/{report['codebook']['codebook_size']}; report: {Path(args.output) / 'report.html'}")
     return 0
+
+
+def _lpips(weights: str | None):
+    """(PerceptualLoss, label) with the real VGG16 file, else (None, None): no LPIPS number."""
+    if not weights:
+        return None, None
+    from ..losses import PerceptualLoss
+
+    return PerceptualLoss(vgg_weights=weights, head_weights="torchmetrics"), "LPIPS (VGG16, torchmetrics heads)"
+
+
+def _join_torchrun() -> int:
+    """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU); this rank."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank() if dist.is_initialized() else 0

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
+import torch.distributed as dist
+from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from ..data import TransformConfig, build_dataset, collate_samples
 from .codebook_stats import CodebookUsage
@@ -43,8 +44,18 @@ def evaluate(
     device = next(model.parameters()).device
     protocol = {"image_size": model.image_size, "resize": "shorter side, bicubic antialiased", "crop": "center", "max_images": max_images}
     dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"))
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    limit = max_images
+    if world > 1:
+        # Under torchrun each rank takes every world-th image of the first max_images (webdataset
+        # shards split themselves over ranks); the statistics are merged at the end.
+        if isinstance(dataset, IterableDataset):
+            limit = -(-max_images // world)
+        else:
+            dataset = Subset(dataset, list(range(rank, min(len(dataset), max_images), world)))
+            limit = len(dataset)
     loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_samples)
-    batches = -(-max_images // batch_size)
+    batches = -(-limit // batch_size)
     extractor.module.to(device).eval()
 
     key = reference_key(dataset_identity(data_path), protocol, extractor)
@@ -57,7 +68,7 @@ def evaluate(
     seen, started = 0, time.perf_counter()
     with torch.no_grad():
         for batch in islice(loader, batches):
-            images = batch.images[: max_images - seen].to(device)
+            images = batch.images[: limit - seen].to(device)
             with autocast:
                 enc = model.encode(images)
                 recon = model.decode(enc.ids).float()
@@ -69,11 +80,26 @@ def evaluate(
             seen += images.shape[0]
             if progress is not None:
                 progress.update(1)
+    if world > 1:
+        # Plain data only (CPU feature statistics, metric sums, counts): no module is pickled.
+        mine = (FeatureStats(device="cpu").merge(fake), FeatureStats(device="cpu").merge(real), dict(meter.sums), meter.num_images, meter.psnr_infinite, usage.pair_counts.cpu(), seen)
+        everything: list[Any] = [None] * world
+        dist.all_gather_object(everything, mine)
+        fake, real, meter, seen = FeatureStats(device="cpu"), FeatureStats(device="cpu"), ReconstructionMeter(lpips=lpips), 0
+        usage = CodebookUsage(model.codebook_size, model.subcodebook_size)
+        for fake_r, real_r, sums_r, images_r, infinite_r, pairs_r, seen_r in everything:
+            fake.merge(fake_r)
+            real.merge(real_r)
+            other = ReconstructionMeter(lpips=lpips)
+            other.sums, other.num_images, other.psnr_infinite = sums_r, images_r, infinite_r
+            meter.merge(other)
+            usage.pair_counts += pairs_r
+            seen += seen_r
     if seen < 2:
         raise ValueError(f"{data_path}: {seen} image(s) read; the Fréchet distance needs at least 2")
     if cached is None:
         mu_r, sigma_r = real.mean_cov()
-        if cache is not None:
+        if cache is not None and rank == 0:
             save_reference(cache, key, mu_r.cpu(), sigma_r.cpu(), {"data": str(data_path), "protocol": protocol, "extractor": extractor.identity, "images": seen})
     else:
         mu_r, sigma_r = cached
