@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 
@@ -43,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..data import BadDataError
-    from ..evaluation.evaluate import evaluate, report_markdown
+    from ..evaluation.evaluate import evaluate, report_markdown, report_rows
     from ..evaluation.fid_features import build_extractor
     from ..evaluation.html import HtmlPage
     from ..evaluation.plots import usage_plots_png
@@ -52,13 +53,8 @@ def run(args: argparse.Namespace) -> int:
         if path and not Path(path).is_file():
             raise CLIError(f"{flag} {path}: no such file")
     rank = _join_torchrun()
-    if rank != 0:  # under torchrun the other ranks evaluate their share and rank 0 writes
-        model = common.load_model(args).model
-        evaluate(model, args.data, extractor=build_extractor(args.fid_weights, args.feature_extractor, model), max_images=args.max_images,
-                 batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16,
-                 lpips=_lpips(args.lpips_weights)[0])
-        return 0
-    with OutputDir(args.output) as out:
+    # Under torchrun every rank evaluates its share of the images; rank 0 alone writes the report.
+    with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out:
         model = common.load_model(args).model
         try:
             extractor = build_extractor(args.fid_weights, args.feature_extractor, model)
@@ -66,21 +62,19 @@ def run(args: argparse.Namespace) -> int:
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
                 report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
-                                  batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar)
+                                         batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar)
             finally:
                 bar.close()
         except (BadDataError, FileNotFoundError, ValueError) as exc:
             raise CLIError(one_line(exc)) from exc
-        if args.preset:
-            report["model"]["source"] = f"preset {args.preset} (UNTRAINED, random weights)"
-        else:
-            report["model"]["source"] = str(args.model)
+        if rank != 0:
+            return 0
+        report["model"]["source"] = f"preset {args.preset} (UNTRAINED, random weights)" if args.preset else str(args.model)
         out.path("report.json").write_text(json.dumps(report, indent=2) + "\n")
-        markdown = report_markdown(report)
-        out.path("report.md").write_text(markdown)
+        out.path("report.md").write_text(report_markdown(report))
         page = HtmlPage("SemHiTok evaluation")
         page.paragraph(f"model: {report['model']['source']}; data: {report['data']}; {report['images']} images", note=True)
-        page.table([(line.split("|")[1].strip(), line.split("|")[2].strip()) for line in markdown.splitlines() if line.startswith("| ") and not line.startswith("| metric")], header=("metric", "value"))
+        page.table(report_rows(report), header=("metric", "value"))
         page.paragraph(f"protocol: {report['protocol']}", note=True)
         if not report["frechet"]["is_rfid"]:
             page.paragraph("The Fréchet distance is NOT rFID: it was not computed with the FID Inception weights.")

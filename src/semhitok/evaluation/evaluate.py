@@ -115,9 +115,9 @@ def evaluate(
         "images": seen,
         "frechet": {"value": frechet_distance(mu_r, sigma_r, mu_f, sigma_f), "label": extractor.label, "is_rfid": extractor.is_rfid,
                     "reference_cached": cached is not None, "reference_key": key},
-        "psnr": quality["psnr"],
-        "ssim": quality["ssim"],
-        "lpips": {"value": quality.get("lpips"), "label": lpips_label or "not computed (give --lpips-weights VGG16 file)"},
+        "psnr": quality["psnr"], "ssim": quality["ssim"], "lpips": {
+            "value": quality.get("lpips"), "label": lpips_label or "not computed (give --lpips-weights VGG16 file)",
+        },
         "bits_per_image": bits_per_image(tokens, model.vocab_size),
         "codebook": stats,
         "seconds": time.perf_counter() - started,
@@ -125,26 +125,33 @@ def evaluate(
     return report, usage
 
 
+def report_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, value) rows of a report, shared by the Markdown and HTML pages."""
+    f, cb, lp = report["frechet"], report["codebook"], report["lpips"]
+    return [
+        (f["label"], f"{f['value']:.4f}"),
+        ("PSNR (dB)", f"{report['psnr']:.3f}"),
+        ("SSIM", f"{report['ssim']:.4f}"),
+        ("LPIPS", f"{lp['value']:.4f}" if lp["value"] is not None else lp["label"]),
+        ("bits per image", f"{report['bits_per_image']:.0f}"),
+        ("semantic codes used", f"{cb['semantic_used']} of {cb['codebook_size']} ({100 * cb['semantic_usage']:.1f}%)"),
+        ("semantic perplexity", f"{cb['semantic_perplexity']:.1f}"),
+        ("sub-code usage (mean over used codes)", f"{100 * cb['subcodebook_usage']:.1f}%"),
+        ("dead sub-codes among used codes", str(cb["dead_subcodes"])),
+    ]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """The report as a Markdown page."""
-    f, cb = report["frechet"], report["codebook"]
-    lp = report["lpips"]
+    model = report["model"]
     lines = [
         "# SemHiTok evaluation", "",
-        f"Model fingerprint `{report['model']['fingerprint']}`, {report['model']['image_size']} px, "
-        f"{report['model']['grid'][0]}x{report['model']['grid'][1]} tokens, K={report['model']['codebook_size']}, m={report['model']['subcodebook_size']}.",
+        f"Model fingerprint `{model['fingerprint']}`, {model['image_size']} px, "
+        f"{model['grid'][0]}x{model['grid'][1]} tokens, K={model['codebook_size']}, m={model['subcodebook_size']}.",
         f"Data `{report['data']}`: {report['images']} images; protocol: {report['protocol']}.", "",
         "| metric | value |", "|---|---|",
-        f"| {f['label']} | {f['value']:.4f} |",
-        f"| PSNR (dB) | {report['psnr']:.3f} |",
-        f"| SSIM | {report['ssim']:.4f} |",
-        f"| LPIPS | {'%.4f' % lp['value'] if lp['value'] is not None else lp['label']} |",
-        f"| bits per image | {report['bits_per_image']:.0f} |",
-        f"| semantic codes used | {cb['semantic_used']} of {cb['codebook_size']} ({100 * cb['semantic_usage']:.1f}%) |",
-        f"| semantic perplexity | {cb['semantic_perplexity']:.1f} |",
-        f"| sub-code usage (mean over used codes) | {100 * cb['subcodebook_usage']:.1f}% |",
-        f"| dead sub-codes among used codes | {cb['dead_subcodes']} |", "",
+        *(f"| {metric} | {value} |" for metric, value in report_rows(report)), "",
     ]
-    if not f["is_rfid"]:
+    if not report["frechet"]["is_rfid"]:
         lines.append("The Fréchet distance above is **not rFID**: it was not computed with the FID Inception weights (give `--fid-weights`).")
     return "\n".join(lines) + "\n"
