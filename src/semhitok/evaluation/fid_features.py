@@ -61,7 +61,7 @@ def module_digest(module: nn.Module) -> str:
 
 def build_extractor(fid_weights: str | None, name: str, tokenizer: nn.Module) -> Extractor:
     """The real FID Inception when ``fid_weights`` is given, else the named stand-in."""
-    from .inception import FIDInceptionV3, load_fid_inception_weights
+    from .inception import load_fid_inception_weights
 
     if fid_weights:
         model = load_fid_inception_weights(fid_weights)
