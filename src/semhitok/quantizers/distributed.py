@@ -10,13 +10,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..distributed import is_distributed, rank
 
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
+__all__ = ["all_reduce_sum_", "broadcast_", "gather_rows", "is_distributed", "rank"]
 
 
 def all_reduce_sum_(t: Tensor) -> Tensor:
