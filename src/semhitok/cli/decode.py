@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import common
 from .common import OutputDir, info, warn
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from .tokenfile import check_against_model, read_tokens
 
     tokens = read_tokens(args.tokens)
+    common.refuse_overwriting_inputs([args.tokens], args.output)
     with OutputDir(args.output) as out:
         loaded = common.load_model(args)
         model = loaded.model
@@ -44,13 +46,18 @@ def run(args: argparse.Namespace) -> int:
             warn(f"{args.tokens} was made by model {tokens.fingerprint}, this model is {model.fingerprint()}; decoding anyway (--force)")
         n = tokens.ids.shape[0]
         stems = common.output_stems(tokens.files, n)
+        # Decoded images are named after the encoded files: never replace one of those originals.
+        originals = [args.tokens, *(tokens.files or [])]
+        for stem in stems:
+            common.refuse_overwriting_inputs(originals, Path(args.output) / f"{stem}.png")
         ids = torch.from_numpy(tokens.ids)
         starts = range(0, n, args.batch_size)
         with common.progress(len(starts), "decode") as bar:
             for start in starts:
                 images = model.decode(ids[start : start + args.batch_size]).cpu()
                 for j, image in enumerate(images):
-                    save_image(image, out.path(f"{stems[start + j]}.png"))
+                    with out.writing(f"{stems[start + j]}.png") as path:
+                        save_image(image, path)
                 bar.update(1)
         out.commit()
     note = " [UNTRAINED model: the images are meaningless]" if loaded.untrained else ""

@@ -36,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from .tokenfile import FORMAT_VERSION, TokenFile, write_tokens
 
     common.check_image_paths(args.images)
+    common.refuse_overwriting_inputs(args.images, args.output)
     with OutputFile(args.output) as out:
         loaded = common.load_model(args)
         model = loaded.model
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             semantic_ids=torch.cat(semantic).numpy(),
             pixel_ids=torch.cat(pixel).numpy(),
         )
-        with open(out.tmp, "wb") as f:
+        with out.open("wb") as f:
             write_tokens(f, tokens)
         out.commit()
     n = tokens.ids.shape[0]

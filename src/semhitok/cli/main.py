@@ -14,11 +14,18 @@ from collections.abc import Sequence
 
 from . import decode, demo, encode, eval, export, reconstruct, train, visualize
 from .common import HelpFormatter
+from ..atomic import OutputError
+from ..modeling import ModelFolderError
+from ..weights_file import WeightsFileError
 from .errors import CLIError, one_line
 
 PROG = "semhitok"
-# Commands that work today. DESIGN.md also plans generate (with the MLLM); it is registered here
-# when it exists, so --help never lists a command that cannot run.
+# Library errors that are the user's input (an output that cannot be written, a broken model
+# folder, a refused weights file), recognised by type wherever a command lets them through: one
+# line naming the path, exit status 2.
+USER_ERRORS = (OutputError, ModelFolderError, WeightsFileError)
+# Commands that work today. A generate command (the paper's MLLM use) is registered here when it
+# exists, so --help never lists a command that cannot run.
 COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
@@ -81,6 +88,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc.__cause__, file=sys.stderr)
         print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr, flush=True)
         return exc.exit_code
+    except USER_ERRORS as exc:
+        if _debug():
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{PROG}: error: {one_line(exc)}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr, flush=True)
         return 130

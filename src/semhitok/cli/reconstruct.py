@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from pathlib import Path
 
 from . import common
 from .common import OutputDir, info
@@ -45,18 +46,22 @@ def run(args: argparse.Namespace) -> int:
     from ..image_io import psnr, save_image
 
     common.check_image_paths(args.images)
+    common.refuse_overwriting_inputs(args.images, args.output)
     with OutputDir(args.output) as out:
         loaded = common.load_model(args)
         model = loaded.model
         device = next(model.parameters()).device
         stems = common.output_stems(args.images, len(args.images))
+        for name in [*(f"{stem}_reconstruction.png" for stem in stems), "metrics.json"]:
+            common.refuse_overwriting_inputs(args.images, Path(args.output) / name)
         rows: list[dict] = []
         for idx, batch in common.image_batches(args.images, model.image_size, args.resize, args.batch_size, desc="reconstruct"):
             batch = batch.to(device)
             reconstruction = model.decode(model.encode(batch, resize=args.resize).ids)
             for j, i in enumerate(idx):
                 name = f"{stems[i]}_reconstruction.png"
-                save_image(side_by_side(batch[j], reconstruction[j]).cpu(), out.path(name))
+                with out.writing(name) as path:
+                    save_image(side_by_side(batch[j], reconstruction[j]).cpu(), path)
                 rows.append({"file": args.images[i], "output": name, "psnr_db": psnr(batch[j], reconstruction[j])})
         values = [r["psnr_db"] for r in rows]
         mean = sum(values) / len(values)
@@ -70,9 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "images": [{**r, "psnr_db": _json_number(r["psnr_db"])} for r in rows],
             "mean_psnr_db": _json_number(mean),
         }
-        with open(out.path("metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(metrics, f, indent=2, allow_nan=False)
-            f.write("\n")
+        out.write_text("metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
         out.commit()
     if loaded.untrained:
         info(f"NOTE: {loaded.untrained_note}.")

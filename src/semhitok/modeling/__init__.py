@@ -3,9 +3,10 @@
 from .images import check_images, fit_to_size
 from .outputs import PixelForwardOutput, SemanticForwardOutput, SemHiTokEncoding
 from .teacher import SemanticTeacher, teacher_config_from_folder
-from .tokenizer import SemHiTok
+from .tokenizer import ModelFolderError, SemHiTok
 
 __all__ = [
+    "ModelFolderError",
     "PixelForwardOutput",
     "SemHiTok",
     "SemHiTokEncoding",

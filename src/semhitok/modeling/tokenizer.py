@@ -1,4 +1,4 @@
-"""``SemHiTok``: the whole tokenizer, with the public encode/decode/save/load API of DESIGN.md §3."""
+"""``SemHiTok``: the whole tokenizer (the paper's SemHiTok), with the public encode/decode/save/load API."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..config import SemHiTokConfig
@@ -107,6 +107,12 @@ class SemHiTok(nn.Module):
     def image_size(self) -> int:
         return self.config.image_size
 
+    @property
+    def last_decoder_layer(self) -> nn.Parameter:
+        """The pixel decoder's output projection weight: the GAN's adaptive weight compares the
+        reconstruction and adversarial gradients at this layer (taming's ``last_layer``)."""
+        return self.pixel_decoder.proj_out.weight
+
     # ---- training forwards ---------------------------------------------------------------
     def quantize_semantic(self, images: Tensor) -> tuple[Tensor, Tensor, QuantizerOutput]:
         """Teacher -> head -> EMA VQ on [0, 1] images of the model's size.
@@ -203,37 +209,43 @@ class SemHiTok(nn.Module):
 
     # ---- persistence ---------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> None:
-        """Write ``config.json`` and ``model.safetensors`` (all weights, teacher included) to ``path``."""
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
+        """Write ``config.json`` and ``model.safetensors`` (all weights, teacher included) to ``path``.
+
+        The folder is written whole or not at all: both files go to a temporary folder beside
+        ``path`` that is then renamed (into an existing folder, the two files are moved in), so a
+        full disk or a kill never leaves a half-written or empty model folder. Files and folders
+        follow the umask. A failed write raises :class:`semhitok.atomic.OutputError`.
+        """
+        from ..atomic import AtomicDir
+
         config = self.config.to_dict()
         config["teacher"]["pretrained_path"] = None  # the weights travel in model.safetensors
         config["semhitok_fingerprint"] = self.fingerprint()
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        # Write to temporary names, then rename, so an interrupted save never leaves a half folder.
-        tmp_weights = folder / (WEIGHTS_NAME + ".tmp")
-        save_file(state, str(tmp_weights), metadata={"format": "pt", "semhitok_fingerprint": config["semhitok_fingerprint"]})
-        tmp_config = folder / (CONFIG_NAME + ".tmp")
-        tmp_config.write_text(json.dumps(config, indent=2) + "\n")
-        tmp_weights.replace(folder / WEIGHTS_NAME)
-        tmp_config.replace(folder / CONFIG_NAME)
+        with AtomicDir(path) as out:
+            with out.writing(WEIGHTS_NAME) as weights:
+                save_file(state, str(weights), metadata={"format": "pt", "semhitok_fingerprint": config["semhitok_fingerprint"]})
+            out.write_text(CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+            out.commit()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> SemHiTok:
-        """Load a folder written by :meth:`save_pretrained` (no network, no pickle)."""
+        """Load a folder written by :meth:`save_pretrained` (no network, no pickle).
+
+        Raises:
+            ModelFolderError: the folder is missing or incomplete, ``config.json`` is broken, the
+                weights are damaged, do not fit the config, or hold NaN/Inf (one line, naming it).
+        """
         folder = Path(path)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"model folder {folder} does not exist")
-        for name in (CONFIG_NAME, WEIGHTS_NAME):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"model folder {folder} has no {name}")
-        raw = json.loads((folder / CONFIG_NAME).read_text())
-        expected = raw.pop("semhitok_fingerprint", None)
-        config = SemHiTokConfig.from_dict(raw)
-        model = cls(config, load_teacher_weights=False, init_teacher_weights=False)
-        model.load_state_dict(load_file(str(folder / WEIGHTS_NAME)), strict=True)
+        config, expected = _read_folder_config(folder)
+        try:
+            model = cls(config, load_teacher_weights=False, init_teacher_weights=False)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            # e.g. an activation name transformers does not know, in the teacher's hf_config
+            raise ModelFolderError(f"model folder {folder} has a broken {CONFIG_NAME}: cannot build the model from it ({_short(exc)})") from exc
+        model.load_state_dict(_read_folder_weights(folder, model.state_dict()), strict=True)
         if expected is not None and model.fingerprint() != expected:
-            raise ValueError(
+            raise ModelFolderError(
                 f"{folder}: the codebooks in {WEIGHTS_NAME} (fingerprint {model.fingerprint()}) do not match "
                 f"{CONFIG_NAME} (fingerprint {expected}); the folder mixes files of different models"
             )
@@ -241,3 +253,68 @@ class SemHiTok(nn.Module):
 
     def _device(self) -> torch.device:
         return self.semantic_quantizer.embed.device
+
+
+class ModelFolderError(ValueError):
+    """A SemHiTok model folder that cannot be loaded; ``str()`` is one line naming the folder."""
+
+
+def _short(exc: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_folder_config(folder: Path) -> tuple[SemHiTokConfig, str | None]:
+    """The folder's checked config and the fingerprint it records (None for old folders)."""
+    expected = f"a SemHiTok model folder holds {CONFIG_NAME} and {WEIGHTS_NAME}, as written by SemHiTok.save_pretrained"
+    if not folder.exists():
+        raise ModelFolderError(f"model folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ModelFolderError(f"model folder {folder} is a file, not a folder ({expected})")
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        if not (folder / name).is_file():
+            raise ModelFolderError(f"model folder {folder} has no {name} ({expected})")
+    config_file = folder / CONFIG_NAME
+    try:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _short(exc)
+        raise ModelFolderError(f"cannot read {config_file}: {reason}") from exc
+    except ValueError as exc:
+        raise ModelFolderError(f"model folder {folder} has a broken {CONFIG_NAME}: not valid JSON ({_short(exc)})") from exc
+    if not isinstance(raw, dict):
+        raise ModelFolderError(f"model folder {folder} has a broken {CONFIG_NAME}: expected a JSON object, got a JSON {type(raw).__name__}")
+    fingerprint = raw.pop("semhitok_fingerprint", None)
+    try:
+        config = SemHiTokConfig.from_dict(raw)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise ModelFolderError(f"model folder {folder} has a broken {CONFIG_NAME}: {_short(exc)}") from exc
+    return config, fingerprint if isinstance(fingerprint, str) else None
+
+
+def _read_folder_weights(folder: Path, expected: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The folder's tensors, checked against the model's own state dict: names, shapes, finiteness.
+
+    Compared here rather than left to ``load_state_dict``, so that a mismatch is recognised by
+    its kind, not by the text of a RuntimeError.
+    """
+    from ..weights_file import WeightsFileError, read_weights_file
+
+    weights = folder / WEIGHTS_NAME
+    try:
+        state = read_weights_file(weights, what="", check_finite=False)
+    except WeightsFileError as exc:
+        raise ModelFolderError(f"cannot load the weights in model folder {folder}: {exc}") from exc
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [f"{k} {tuple(state[k].shape)} (config needs {tuple(v.shape)})" for k, v in expected.items() if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        parts = [f"{len(missing)} missing tensors ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"] if missing else []
+        parts += [f"{len(unexpected)} unexpected tensors ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})"] if unexpected else []
+        parts += [f"{len(wrong)} of another shape ({'; '.join(wrong[:2])}{'; ...' if len(wrong) > 2 else ''})"] if wrong else []
+        raise ModelFolderError(f"cannot load the weights in {weights}: they do not match {CONFIG_NAME}: {', '.join(parts)}")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        # Non-finite weights encode to meaningless ids and decode to NaN images: refuse them here.
+        raise ModelFolderError(f"cannot load the weights in {weights}: {len(bad)} tensors hold NaN or Inf ({', '.join(sorted(bad)[:3])}{', ...' if len(bad) > 3 else ''}); the model diverged or the file is damaged")
+    return state

@@ -1,0 +1,42 @@
+"""How the commands talk: warning lines on stderr, plain lines on stdout, the help layout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from .errors import one_line
+
+PROG = "semhitok"
+
+
+def warn(message: str) -> None:
+    """One ``semhitok: warning: ...`` line on stderr."""
+    print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def info(message: str) -> None:
+    """A plain line on stdout (what a command did)."""
+    print(message, flush=True)
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples in epilogs as written and leaves room for long option names."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+    def add_argument(self, action: argparse.Action) -> None:
+        super().add_argument(action)
+        if isinstance(action, argparse._SubParsersAction) and action.choices:
+            # argparse measures subcommand names without their extra indent; a long one then wraps.
+            longest = max(len(name) for name in action.choices) + self._current_indent + 2 * self._indent_increment
+            self._action_max_length = max(self._action_max_length, longest)
+
+
+def progress(total_batches: int, desc: str) -> Any:
+    """A tqdm bar over batches on stderr: shown only for more than one batch and on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total_batches, desc=desc, unit="batch", file=sys.stderr, disable=None if total_batches > 1 else True, leave=False)
