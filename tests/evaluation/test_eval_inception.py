@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from semhitok.evaluation.inception import FIDInceptionV3, load_fid_inception_weights
+from semhitok.weights_file import WeightsFileError
 
 # torchvision's inception_v3 has 27,161,264 parameters (aux_logits=True, 1000 classes);
 # minus AuxLogits (3,326,696) and fc (2,049,000) leaves the FID feature network:
@@ -155,11 +156,24 @@ def test_loader_names_bad_keys_and_shapes(model, tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="fc.weight"):
         load_fid_inception_weights("fc.pth")
     monkeypatch.undo()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(WeightsFileError, match="nope.pth: no such file"):
         load_fid_inception_weights(tmp_path / "nope.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="could not read"):
+    with pytest.raises(WeightsFileError, match="neither a .safetensors file nor a torch weights file"):
         load_fid_inception_weights(tmp_path / "junk.pth")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("PAYLOAD RAN",))
+
+
+def test_pickle_payload_is_refused_not_run(tmp_path, capsys):
+    evil = tmp_path / "pt_inception.pth"
+    torch.save({"Conv2d_1a_3x3.conv.weight": _Payload()}, evil)
+    with pytest.raises(WeightsFileError, match="FID Inception weights file .* is not a weights-only checkpoint; refusing to unpickle"):
+        load_fid_inception_weights(evil)
+    assert "PAYLOAD RAN" not in capsys.readouterr().out
 
 
 def test_forward_gives_nonnegative_pool3_features_in_eval_mode(model):

@@ -1,10 +1,11 @@
-"""VGG16 in plain torch: torchvision key layout, taps, weight files (.pth and .safetensors)."""
+"""VGG16 in plain torch: torchvision key layout, taps, weight files (.pth and .safetensors), refused files."""
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
-from semhitok.losses import VGG16_CONV_INDICES, VGG16Features
+from semhitok.losses import VGG16_CONV_INDICES, PerceptualLoss, VGG16Features
+from semhitok.weights_file import WeightsFileError
 
 # torchvision vgg16().features: (index, out, in) of the 13 3x3 convs.
 EXPECTED_CONVS = [
@@ -67,5 +68,38 @@ def test_bad_files_give_clear_errors(vgg, tmp_path):
         vgg.load_weights(dict(state, **{"net.foo": torch.zeros(1)}))
     with pytest.raises(ValueError, match="features.0.bias has shape"):
         vgg.load_weights(dict(state, **{"features.0.bias": torch.zeros(3)}))
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(WeightsFileError, match="absent.pth: no such file"):
         VGG16Features(tmp_path / "absent.pth")
+
+
+class _Payload:
+    """Unpickling this runs code: what a malicious .pth would carry."""
+
+    def __reduce__(self):
+        return (print, ("PAYLOAD RAN",))
+
+
+@pytest.mark.parametrize("via", ["VGG16Features", "PerceptualLoss", "LossConfig.vgg_weights"])
+def test_pickle_payload_is_refused_not_run(tmp_path, capsys, via):
+    evil = tmp_path / "vgg16.pth"
+    torch.save({"features.0.weight": torch.zeros(1), "x": _Payload()}, evil)
+    with pytest.raises(WeightsFileError, match="not a weights-only checkpoint; refusing to unpickle") as info:
+        if via == "VGG16Features":
+            VGG16Features(evil)
+        elif via == "PerceptualLoss":
+            PerceptualLoss(vgg_weights=evil)
+        else:
+            from semhitok.losses import LossConfig, PixelReconstructionLoss
+
+            PixelReconstructionLoss(LossConfig(perceptual_weight=1.0, vgg_weights=str(evil)))
+    assert "\n" not in str(info.value) and str(evil) in str(info.value)
+    assert "PAYLOAD RAN" not in capsys.readouterr().out
+
+
+def test_nonfinite_vgg_weights_are_refused(vgg, tmp_path):
+    state = vgg.state_dict()
+    state["features.2.weight"] = state["features.2.weight"].clone()
+    state["features.2.weight"][0, 0, 0, 0] = float("nan")
+    save_file(state, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(WeightsFileError, match=r"NaN or Inf values \(in features.2.weight\)"):
+        VGG16Features(tmp_path / "nan.safetensors")

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor, nn
+
+logger = logging.getLogger("semhitok.evaluation")
 
 # Stand-ins when the FID Inception weights are absent. A random-init InceptionV3 is not offered:
 # its pool3 features vanish (~1e-8 after 90 layers of default init), so every distance is ~0.
@@ -78,19 +81,50 @@ def reference_key(dataset_id: str, protocol: dict, extractor: Extractor) -> str:
 
 
 def load_reference(cache_dir: Path, key: str) -> tuple[Tensor, Tensor] | None:
+    """The cached reference statistics ``(mu (D,), sigma (D, D))``, or None when there are none.
+
+    A cache file that cannot be used (truncated by a full disk, damaged, wrong keys or shapes,
+    NaN/Inf) is named in a warning on the ``semhitok.evaluation`` logger and treated as absent: the
+    statistics are recomputed and :func:`save_reference` replaces the file.
+    """
+    from ..weights_file import WeightsFileError, read_weights_file
+
     path = cache_dir / f"{key}.safetensors"
-    if not path.is_file():
+    if not path.exists():
         return None
-    tensors = load_file(str(path))
-    return tensors["mu"], tensors["sigma"]
+    try:
+        tensors = read_weights_file(path, what="reference statistics cache file", check_finite=True)
+        mu, sigma = tensors["mu"], tensors["sigma"]
+    except WeightsFileError as exc:
+        logger.warning("%s; recomputing it", exc)
+        return None
+    except KeyError:
+        logger.warning("reference statistics cache file %s lacks mu or sigma; recomputing it", path)
+        return None
+    if mu.ndim != 1 or tuple(sigma.shape) != (mu.shape[0], mu.shape[0]):
+        logger.warning("reference statistics cache file %s holds mu %s and sigma %s, not (D,) and (D, D); recomputing it", path, tuple(mu.shape), tuple(sigma.shape))
+        return None
+    return mu, sigma
 
 
-def save_reference(cache_dir: Path, key: str, mu: Tensor, sigma: Tensor, description: dict) -> Path:
-    cache_dir.mkdir(parents=True, exist_ok=True)
+def save_reference(cache_dir: Path, key: str, mu: Tensor, sigma: Tensor, description: dict) -> Path | None:
+    """Write the reference statistics atomically (a reader never sees half a file).
+
+    The cache only saves time: a cache folder that cannot be written (read-only, full) is a
+    warning on the ``semhitok.evaluation`` logger, not a failed evaluation. Returns the file, or
+    None when it could not be written.
+    """
+    from ..atomic import AtomicFile, OutputError
+
     path = cache_dir / f"{key}.safetensors"
-    tmp = path.with_suffix(".tmp")
-    save_file({"mu": mu.contiguous(), "sigma": sigma.contiguous()}, str(tmp), metadata={"description": json.dumps(description)})
-    tmp.replace(path)
+    try:
+        with AtomicFile(path) as out:
+            with out.writing() as tmp:
+                save_file({"mu": mu.contiguous(), "sigma": sigma.contiguous()}, str(tmp), metadata={"description": json.dumps(description)})
+            out.commit()
+    except OutputError as exc:
+        logger.warning("%s; the reference statistics are not cached", exc)
+        return None
     return path
 
 

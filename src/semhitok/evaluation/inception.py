@@ -256,22 +256,10 @@ class FIDInceptionV3(nn.Module):
 
 
 def _read_state_dict(path: Union[str, os.PathLike]) -> dict:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"FID Inception weights not found: {path}")
-    if path.endswith(".safetensors"):
-        from safetensors.torch import load_file
+    # One reader for every weights file: weights-only, regular files only, one-line WeightsFileError.
+    from ..weights_file import read_weights_file
 
-        return dict(load_file(path, device="cpu"))
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types
-        raise ValueError(f"could not read FID Inception weights from {path}: {e}") from e
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise ValueError(f"{path} does not contain a state dict of tensors")
-    return dict(sd)
+    return read_weights_file(path, what="FID Inception weights file")
 
 
 def _names(keys, limit: int = 5) -> str:

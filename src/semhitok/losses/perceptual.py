@@ -55,7 +55,7 @@ def torchmetrics_lpips_head_path(net: str = "vgg") -> Path:
 def load_lpips_heads(path: str | Path) -> list[Tensor]:
     """Read LPIPS head weights (``lin{k}.model.1.weight`` (1, C_k, 1, 1), or already-mapped
     ``heads.{k}.weight``) in layer order; the file is read with ``weights_only=True``."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, what="LPIPS head weights file")
     heads: dict[int, Tensor] = {}
     for key, value in state.items():
         parts = key.split(".")

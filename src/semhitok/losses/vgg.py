@@ -51,20 +51,17 @@ def _build_features() -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a weights file: ``.safetensors`` with safetensors, anything else with
-    ``torch.load(weights_only=True)`` (no pickle code is executed). Tensors land on the CPU."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def read_state_dict(path: str | Path, what: str = "VGG16 weights file") -> dict[str, Tensor]:
+    """Read a weights file with :func:`semhitok.weights_file.read_weights_file`: ``.safetensors``,
+    or ``torch.load(weights_only=True)`` (no pickle code is executed). Tensors land on the CPU.
 
-        return load_file(str(path), device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path} does not hold a flat state dict of tensors")
-    return state
+    Raises:
+        WeightsFileError: missing, not a regular file, damaged, a pickle payload ("not a
+            weights-only checkpoint; refusing to unpickle"), not a dict of tensors, or NaN/Inf.
+    """
+    from ..weights_file import read_weights_file
+
+    return read_weights_file(path, what=what)
 
 
 class VGG16Features(nn.Module):
