@@ -1,55 +1,185 @@
-"""Reading and writing image files, and PSNR, for the command line and scripts.
+"""Reading and writing image files, and PSNR, for the command line, the datasets and scripts.
 
-``load_image`` turns any image PIL can read into a float (3, H, W) tensor in [0, 1] -- the input the
-tokenizer expects -- whatever its mode: RGB, RGBA / LA / P with transparency (composited on white),
-greyscale, CMYK, 16- and 32-bit integer greyscale (scaled by their bit depth), 1-bit, and with the
-EXIF orientation applied, so a phone photo comes out the way it is shown.
+:func:`decode_image` is the one decoder: a file path or the encoded bytes (e.g. a webdataset tar
+member) -> a float (3, H, W) tensor in [0, 1] -- the input the tokenizer expects -- whatever its
+mode: RGB, RGBA / LA / P with transparency (composited on white), greyscale, CMYK, 16- and 32-bit
+integer greyscale (scaled by their bit depth), 1-bit, and with the EXIF orientation applied, so a
+phone photo comes out the way it is shown. The same bytes give the same tensor from a folder or a
+tar shard. :func:`load_image` is its file-path form.
+
+Decoding is bounded, so a hostile or broken file costs a clear error, not the machine:
+
+* only regular files are opened (a FIFO would block ``open`` forever, a device never ends); the
+  check is an ``os.stat`` before opening;
+* the size in the header is checked before any pixel is decoded: at most :data:`MAX_IMAGE_PIXELS`
+  pixels and :data:`MAX_IMAGE_SIDE` pixels a side (a 370-byte PNG can declare 100000 x 1 or
+  50000 x 50000 pixels);
+* the aspect ratio is at most :data:`MAX_ASPECT_RATIO`: fitting an image to the model resizes its
+  shorter side to the model size, so a 100000 x 1 strip fitted to 64 px would need a
+  6,400,000 x 64 intermediate image (5.3 GB). :func:`semhitok.modeling.fit_to_size` enforces the
+  same bound on tensors.
 """
 
 from __future__ import annotations
 
+import io
 import math
+import os
+import stat
+import warnings
 from pathlib import Path
+from struct import error as struct_error
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-__all__ = ["load_image", "pil_to_tensor", "psnr", "save_image", "tensor_to_pil"]
+__all__ = [
+    "MAX_ASPECT_RATIO",
+    "MAX_IMAGE_PIXELS",
+    "MAX_IMAGE_SIDE",
+    "ImageSizeError",
+    "NotRegularFileError",
+    "check_image_shape",
+    "check_regular_file",
+    "decode_image",
+    "load_image",
+    "pil_to_tensor",
+    "psnr",
+    "save_image",
+    "tensor_to_pil",
+]
+
+# Decoding bounds. 2**26 pixels (e.g. 8192 x 8192) is a 805 MB float tensor; larger photos are
+# rare in tokenizer data and are refused rather than allowed to exhaust a DataLoader worker.
+MAX_IMAGE_PIXELS = 2**26
+MAX_IMAGE_SIDE = 2**15
+# Web banners reach ~11:1 and panoramas ~10:1; 64:1 keeps every plausible photo while bounding the
+# resize intermediate of fit_to_size at 64 x size^2 pixels.
+MAX_ASPECT_RATIO = 64
 
 # Integer greyscale modes and the full-scale value they are divided by.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
 
+ImageSource = str | Path | bytes | bytearray | memoryview
 
-def load_image(path: str | Path) -> Tensor:
-    """Read an image file into a float32 tensor (3, H, W) in [0, 1].
+
+class NotRegularFileError(ValueError):
+    """A FIFO, socket or device was given where an image (or shard) file is expected."""
+
+
+class ImageSizeError(ValueError):
+    """An image beyond the decoding bounds (pixels, side, aspect ratio)."""
+
+
+def decode_image(source: ImageSource, *, name: str | None = None) -> Tensor:
+    """Decode an image file or its encoded bytes into a float32 tensor (3, H, W) in [0, 1].
 
     Transparent pixels are composited on white; greyscale is repeated over the three channels;
     16-bit images are divided by 65535 (not by their maximum, so a dark frame stays dark).
-    Multi-frame files (GIF, TIFF) give their first frame.
+    Multi-frame files (GIF, TIFF) give their first frame. The EXIF orientation is applied.
+
+    Args:
+        source: a path, or the bytes of an encoded image (PNG, JPEG, ...).
+        name: how error messages call the bytes (default ``<bytes>``); ignored for paths.
 
     Raises:
         FileNotFoundError: no such file.
-        IsADirectoryError: ``path`` is a directory.
-        ValueError: the file is not an image PIL can decode (the message names the file).
+        IsADirectoryError: ``source`` is a directory.
+        PermissionError: the file cannot be opened.
+        ValueError: not a regular file (FIFO, device, socket), not an image PIL can decode, or
+            beyond the size bounds of this module; the message names the file and is one line.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(bytes(source)), name or "<bytes>")
+    path = Path(source)
+    check_regular_file(path)
+    with open(path, "rb") as fp:  # PermissionError and other OS errors propagate as OSError
+        return _decode(fp, str(path))
+
+
+def load_image(path: str | Path) -> Tensor:
+    """Read an image file into a float32 tensor (3, H, W) in [0, 1]: :func:`decode_image` of a path."""
+    if isinstance(path, (bytes, bytearray, memoryview)):
+        raise TypeError("load_image takes a path; use decode_image for encoded bytes")
+    return decode_image(path)
+
+
+def check_regular_file(path: str | Path) -> None:
+    """Raise unless ``path`` is a regular file (following symlinks), without opening it.
+
+    ``open()`` on a FIFO blocks until a writer appears, and a character device such as
+    ``/dev/zero`` never ends, so anything but a regular file is refused before it is opened.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, PermissionError: as ``os.stat`` / the file type say.
+        NotRegularFileError: a FIFO, socket or device (a ValueError; one line naming the path).
     """
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a directory, not an image")
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
     try:
-        with Image.open(path) as im:
-            im.load()
-            return pil_to_tensor(_exif_upright(im))
-    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path} is not an image file that can be read ({_reason(exc)})") from exc
-    except (OSError, SyntaxError, EOFError) as exc:  # truncated or corrupt data, bad headers
-        if isinstance(exc, (FileNotFoundError, IsADirectoryError, PermissionError)):
-            raise
-        raise ValueError(f"{path} is a damaged or unsupported image ({_reason(exc)})") from exc
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file") from None
+    except NotADirectoryError:  # a parent component is a file
+        raise FileNotFoundError(f"{path}: no such file") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{path} is a directory, not an image")
+    if not stat.S_ISREG(mode):
+        raise NotRegularFileError(f"{path} is {_file_kind(mode)}, not a regular file; refusing to read it")
+
+
+def check_image_shape(height: int, width: int, name: str = "image") -> None:
+    """Raise a one-line :class:`ImageSizeError` if a ``height`` x ``width`` image is beyond the bounds."""
+    if height < 1 or width < 1:
+        raise ImageSizeError(f"{name} has no pixels ({width}x{height})")
+    if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
+        raise ImageSizeError(
+            f"{name} is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} pixels a side and "
+            f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are decoded"
+        )
+    long_side, short_side = max(height, width), min(height, width)
+    if long_side > MAX_ASPECT_RATIO * short_side:
+        raise ImageSizeError(
+            f"{name} is {width}x{height} pixels: an aspect ratio of {long_side / short_side:.0f}:1 is beyond the "
+            f"supported {MAX_ASPECT_RATIO}:1 (fitting it to the model would need a {long_side // short_side}-times longer resize)"
+        )
+
+
+def _decode(fp: BinaryIO, name: str) -> Tensor:
+    """The one decoding path: header size check, bounded decode, EXIF orientation, mode conversion."""
+    try:
+        with warnings.catch_warnings():
+            # PIL only *warns* between its own pixel limit and twice that; a warning would be a
+            # second stderr line, and the bound checked below is tighter anyway.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(fp) as im:
+                width, height = im.size
+                check_image_shape(height, width, name)  # before load(): no pixel allocated yet
+                im.load()
+                # Converted inside the with block: a closed PIL image no longer gives its pixels.
+                upright = _exif_upright(im)
+                pixels, problem = _convert(upright)
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{name} is not an image file that can be read ({_reason(exc)})") from exc
+    except ImageSizeError:
+        raise
+    except (OSError, SyntaxError, EOFError, IndexError, TypeError, ValueError, struct_error) as exc:
+        # Truncated or corrupt data, bad headers (PIL raises all of these for damaged files).
+        raise ValueError(f"{name} is a damaged or unsupported image ({_reason(exc)})") from exc
+    if pixels is None:
+        raise ValueError(f"{name}: {problem}")
+    return pixels
+
+
+def _convert(im: Image.Image) -> tuple[Tensor | None, str]:
+    """pil_to_tensor, with its refusal (an unusable mode or range) returned instead of raised."""
+    try:
+        return pil_to_tensor(im), ""
+    except ValueError as exc:
+        return None, _reason(exc)
 
 
 def pil_to_tensor(im: Image.Image) -> Tensor:
@@ -141,6 +271,16 @@ def _exif_upright(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - unreadable metadata must not make a readable image fail
         return im
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def _grey_to_rgb(arr: np.ndarray) -> Tensor:

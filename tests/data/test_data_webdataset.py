@@ -104,16 +104,19 @@ def test_real_dataloader_with_two_workers(tmp_path):
     assert sorted(r0 + r1) == sorted(all_keys(4, 2)) and not set(r0) & set(r1)
 
 
-def test_corrupt_members_skipped_counted_logged(tmp_path, caplog):
+def test_corrupt_members_skipped_counted_logged(tmp_path):
     paths = write_shards(tmp_path, n_shards=2, per_shard=3, corrupt=("00001001",))
     # A sample with only a caption and no image.
     with tarfile.open(tmp_path / "extra.tar", "w") as tar:
         _add(tar, "orphan.txt", b"no picture")
-    ds = WebDatasetReader(paths + [str(tmp_path / "extra.tar")], CFG, max_bad_fraction=0.5, min_seen=100)
-    with caplog.at_level(logging.WARNING, logger="semhitok.data"):
-        keys = [s.key for s in ds]
+    log = tmp_path / "bad_files.log"
+    ds = WebDatasetReader(paths + [str(tmp_path / "extra.tar")], CFG, max_bad_fraction=0.5, min_seen=100, log_path=log)
+    keys = [s.key for s in ds]
     assert sorted(keys) == sorted(all_keys(2, 3) - {"00001001"})
-    assert "shard-00001.tar:00001001" in caplog.text and "orphan" in caplog.text
+    lines = log.read_text().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("skipped undecodable file shard-00001.tar:00001001.") and "not an image file" in lines[0]
+    assert lines[1] == "skipped undecodable file extra.tar:orphan: no image member (has: txt)"
 
 
 def test_truncated_shard_is_skipped_not_fatal(tmp_path, caplog):
@@ -121,10 +124,10 @@ def test_truncated_shard_is_skipped_not_fatal(tmp_path, caplog):
     raw = open(paths[1], "rb").read()
     open(paths[1], "wb").write(raw[:700])  # cut inside the first member
     ds = WebDatasetReader(paths, CFG, max_bad_fraction=0.9)
-    with caplog.at_level(logging.WARNING, logger="semhitok.data"):
+    with caplog.at_level(logging.DEBUG, logger="semhitok.data"):
         keys = [s.key for s in ds]
     assert {"00000000", "00000001"} <= set(keys)
-    assert "skipping" in caplog.text
+    assert "skipped undecodable file shard-00001.tar" in caplog.text
 
 
 def test_bad_fraction_threshold_stops(tmp_path):

@@ -122,7 +122,10 @@ class ImageFolderDataset(Dataset[Sample]):
             self.tracker.record_good()
             gen = sample_generator(self.seed, self.epoch, i) if self.transform.config.is_random else None
             return Sample(image=self.transform(image, gen), label=self.labels[i], caption=self._caption(i), key=self.keys[i])
-        raise BadDataError(f"{self.root}: none of the {n} image files could be decoded; {self.tracker.message()}")
+        first = self.tracker.first_bad or ("?", "?")
+        raise BadDataError(
+            f"{self.root}: none of the {n} image files could be decoded (first: {first[0]}: {first[1]}); {self.tracker.details_hint()}"
+        )
 
     def _caption(self, i: int) -> str | None:
         if not self.captions:

@@ -1,9 +1,10 @@
 """Image transforms for training: any PIL image -> float (3, S, S) in [0, 1].
 
 Resize (shorter side to S, aspect kept), then a center or random S x S crop, then an optional
-horizontal flip. Mode handling (RGBA, palette, greyscale, CMYK, 16-bit, ...) is delegated to
-:func:`semhitok.image_io.pil_to_tensor` so training sees exactly the pixels ``semhitok encode``
-sees. Every random decision draws from an explicit ``torch.Generator``: datasets seed one per
+horizontal flip. Decoding and mode handling (RGBA, palette, greyscale, CMYK, 16-bit, EXIF, ...) are
+:func:`semhitok.image_io.decode_image`'s, the resize and crop are
+:func:`semhitok.modeling.images.fit_to_size`'s, so training sees exactly the pixels
+``semhitok encode`` sees: a center crop without flip *is* ``fit_to_size(decode_image(file))``. Every random decision draws from an explicit ``torch.Generator``: datasets seed one per
 sample from (seed, epoch, sample) so the augmentation of an image does not depend on which worker
 or rank loaded it, and a resumed run repeats it.
 """
@@ -13,11 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
 from semhitok.image_io import pil_to_tensor
+from semhitok.modeling.images import crop_target, fit_to_size
 
 __all__ = ["CROP_MODES", "ImageTransform", "TransformConfig"]
 
@@ -79,32 +80,15 @@ class ImageTransform:
         if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] != 3 or not x.is_floating_point():
             raise ValueError(f"expected a PIL image or a float tensor (3, H, W), got {getattr(x, 'shape', type(x))}")
         size = self.config.image_size
-        x = resize_shorter_side(x, size)
         h, w = x.shape[-2:]
         if self.config.crop == "center":
-            # Floor division: when the margin is odd, the extra pixel is cut from the bottom/right.
-            top, left = (h - size) // 2, (w - size) // 2
+            offset = None  # fit_to_size's centre
         else:
-            top = int(torch.randint(0, h - size + 1, (1,), generator=generator))
-            left = int(torch.randint(0, w - size + 1, (1,), generator=generator))
-        x = x[:, top : top + size, left : left + size]
+            # Offsets are drawn in the grid fit_to_size resizes to, so the crop is one of its squares.
+            th, tw = crop_target(h, w, size)
+            offset = (int(torch.randint(0, th - size + 1, (1,), generator=generator)),
+                      int(torch.randint(0, tw - size + 1, (1,), generator=generator)))
+        x = fit_to_size(x.unsqueeze(0), size, "crop", offset=offset).squeeze(0)
         if self.config.flip and bool(torch.rand((), generator=generator) < 0.5):
             x = x.flip(-1)
         return x.contiguous()
-
-
-def resize_shorter_side(x: Tensor, size: int) -> Tensor:
-    """Resize (3, H, W) so that min(H, W) == size, keeping the aspect ratio.
-
-    An image already at that size is returned untouched (no interpolation blur). Downscaling is
-    antialiased (bilinear with a widened kernel, as PIL does), so small training images do not
-    alias; the result is clamped back into [0, 1] (interpolation can overshoot slightly).
-    """
-    h, w = x.shape[-2:]
-    if min(h, w) == size:
-        return x
-    scale = size / min(h, w)
-    # max(size, ...) guards against rounding the longer side below the crop size.
-    new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
-    out = F.interpolate(x.unsqueeze(0), size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
-    return out.squeeze(0).clamp_(0.0, 1.0)
