@@ -75,6 +75,13 @@ def _hidden_name(dest: Path) -> str:
     return f".{dest.name or 'out'}.{secrets.token_hex(4)}.tmp"
 
 
+def _follow_umask(path: Path) -> None:
+    """Give a written file the mode the umask asks for: some writers (safetensors' Rust writer)
+    create their files 0600 whatever the umask, and colleagues could not read a shared model."""
+    if path.is_file():
+        os.chmod(path, 0o666 & ~current_umask())
+
+
 def _make_parents(folder: Path, dest: Path) -> list[Path]:
     """``mkdir -p folder``; returns the folders it created (outermost first), for removal on failure."""
     missing: list[Path] = []
@@ -161,6 +168,7 @@ class AtomicFile:
         """The temporary path, for writers that take a path; their failures become OutputErrors."""
         with _as_output_error(self.dest):
             yield self.tmp
+            _follow_umask(self.tmp)
 
     def commit(self) -> None:
         """Move the finished file into place (replacing any file of that name)."""
@@ -226,6 +234,7 @@ class AtomicDir:
         path = self.path(name)
         with _as_output_error(self.dest / name):
             yield path
+            _follow_umask(path)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self.writing(name) as path:

@@ -7,8 +7,10 @@ import contextlib
 import json
 from pathlib import Path
 
+from ..weights_file import WeightsFileError
 from . import common
-from .common import OutputDir, info
+from .bad_data import LOG_NAME, collect_bad_files, summary
+from .common import OutputDir, info, refuse_overwriting_inputs, warn
 from .errors import CLIError, one_line
 
 NAME = "eval"
@@ -50,15 +52,19 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.plots import usage_plots_png
 
     for flag, path in (("--fid-weights", args.fid_weights), ("--lpips-weights", args.lpips_weights)):
-        if path and not Path(path).is_file():
+        if path and not Path(path).exists():
             raise CLIError(f"{flag} {path}: no such file")
+    refuse_overwriting_inputs([args.data], args.output)
     rank = _join_torchrun()
     # Under torchrun every rank evaluates its share of the images; rank 0 alone writes the report.
-    with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out:
+    with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out, collect_bad_files() as bad_files, _cache_warnings():
         model = common.load_model(args).model
         try:
             extractor = build_extractor(args.fid_weights, args.feature_extractor, model)
             lpips, lpips_label = _lpips(args.lpips_weights)
+        except WeightsFileError as exc:  # a refused or damaged --fid-weights / --lpips-weights file
+            raise CLIError(one_line(exc)) from exc
+        try:
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
                 report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
@@ -70,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         if rank != 0:
             return 0
         report["model"]["source"] = f"preset {args.preset} (UNTRAINED, random weights)" if args.preset else str(args.model)
-        out.path("report.json").write_text(json.dumps(report, indent=2) + "\n")
-        out.path("report.md").write_text(report_markdown(report))
+        out.write_text("report.json", json.dumps(report, indent=2) + "\n")
+        out.write_text("report.md", report_markdown(report))
         page = HtmlPage("SemHiTok evaluation")
         page.paragraph(f"model: {report['model']['source']}; data: {report['data']}; {report['images']} images", note=True)
         page.table(report_rows(report), header=("metric", "value"))
@@ -80,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
             page.paragraph("The Fréchet distance is NOT rFID: it was not computed with the FID Inception weights.")
         page.heading("Codebook usage")
         page.figure(usage_plots_png(usage.semantic_counts, usage.pair_counts), "usage vs rank, tokens per code, sub-codes per code")
-        page.write(out.path("report.html"))
+        with out.writing("report.html") as path:
+            page.write(path)
+        if bad_files:
+            out.write_text(LOG_NAME, "\n".join(bad_files) + "\n")
         out.commit()
+    if bad_files:
+        warn(summary(bad_files, str(Path(args.output) / LOG_NAME)))
     f = report["frechet"]
     info(f"{f['label']}: {f['value']:.3f}; PSNR {report['psnr']:.2f} dB; SSIM {report['ssim']:.4f}; "
          f"semantic codes used {report['codebook']['semantic_used']}/{report['codebook']['codebook_size']}; report: {Path(args.output) / 'report.html'}")
@@ -95,6 +106,26 @@ def _lpips(weights: str | None):
     from ..losses import PerceptualLoss
 
     return PerceptualLoss(vgg_weights=weights, head_weights="torchmetrics"), "LPIPS (VGG16, torchmetrics heads)"
+
+
+@contextlib.contextmanager
+def _cache_warnings():
+    """The reference cache's warnings (a corrupt file recomputed, a cache folder that cannot be
+    written) as ``semhitok: warning:`` lines."""
+    import logging
+
+    class _Warn(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            warn(record.getMessage())
+
+    logger, handler = logging.getLogger("semhitok.evaluation"), _Warn(logging.WARNING)
+    propagate, logger.propagate = logger.propagate, False
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def _join_torchrun() -> int:

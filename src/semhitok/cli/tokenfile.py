@@ -8,6 +8,7 @@ paths as given) and ``format_version``.
 
 from __future__ import annotations
 
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("ids", "grid", "codebook_size", "subcodebook_size", "fingerprint", "format_version")
+_KNOWN_KEYS = (*REQUIRED_KEYS, "files", "semantic_ids", "pixel_ids")
+# Largest array a token file may hold: 2**31 bytes is 1M images of 16x16 int64 ids, with room.
+MAX_ARRAY_BYTES = 2**31
 
 
 @dataclass
@@ -63,11 +67,19 @@ def read_tokens(path: str | Path) -> TokenFile:
     """Read and structurally check a token file; any problem is a one-line CLIError naming it."""
     name = str(path)
     p = Path(path)
-    if p.is_dir():
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise CLIError(f"{name}: no such file") from None
+    except OSError as exc:
+        raise CLIError(f"cannot read {name}: {os_reason(exc)}") from exc
+    if stat.S_ISDIR(mode):
         raise CLIError(f"{name} is a directory, not a token file (.npz from 'semhitok encode')")
-    if not p.exists():
-        raise CLIError(f"{name}: no such file")
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block the read, or never end
+        raise CLIError(f"{name} is not a regular file (a pipe or a device?); give a token file (.npz from 'semhitok encode')")
     not_tokens = f"{name} is not a semhitok token file (an .npz written by 'semhitok encode')"
+    if zipfile.is_zipfile(p):
+        _check_array_headers(name, p)
     try:
         data = np.load(p, allow_pickle=False)
     except OSError as exc:
@@ -83,10 +95,50 @@ def read_tokens(path: str | Path) -> TokenFile:
         if missing:
             raise CLIError(f"{name} lacks the key(s) {', '.join(missing)}: is it a token file written by 'semhitok encode'?")
         try:
-            arrays = {k: data[k] for k in data.files if k in (*REQUIRED_KEYS, "files", "semantic_ids", "pixel_ids")}
+            arrays = {k: data[k] for k in data.files if k in _KNOWN_KEYS}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
             raise CLIError(f"{name} is damaged: {one_line(exc)}") from exc
     return _check_structure(name, arrays)
+
+
+def _check_array_headers(name: str, p: Path) -> None:
+    """Read each array's .npy header (shape and dtype) before any array: numpy allocates the
+    declared shape up front, so a few hundred bytes declaring a huge shape would ask for terabytes.
+
+    Refused: object (pickle) arrays, arrays over ``MAX_ARRAY_BYTES``, and arrays whose declared
+    size does not fit the archive member that holds them (a damaged or forged header).
+    """
+    try:
+        with zipfile.ZipFile(p) as archive:
+            for info in archive.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key not in _KNOWN_KEYS:
+                    continue  # never read
+                with archive.open(info) as f:
+                    shape, dtype, header_end = _npy_header(f)
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if dtype.hasobject:
+                    raise CLIError(f"{name} is damaged: {key} holds Python objects (pickle), which are never loaded")
+                if nbytes > MAX_ARRAY_BYTES:
+                    raise CLIError(f"{name}: {key} declares shape {tuple(shape)} ({nbytes / 2**30:.3g} GiB), more than a token file may hold ({MAX_ARRAY_BYTES / 2**30:.0f} GiB); refused before reading")
+                if header_end + nbytes > info.file_size:
+                    raise CLIError(f"{name} is damaged: {key} declares shape {tuple(shape)} ({nbytes} bytes) but holds {max(0, info.file_size - header_end)} bytes")
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error) as exc:
+        raise CLIError(f"{name} is damaged: {one_line(exc)}") from exc
+
+
+def _npy_header(f: IO[bytes]) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, header length in bytes) of one .npy stream, reading only its header."""
+    from numpy.lib import format as npy
+
+    version = npy.read_magic(f)
+    if version == (1, 0):
+        shape, _, dtype = npy.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, _, dtype = npy.read_array_header_2_0(f)
+    else:  # 3.0 (utf-8 field names) has no public reader; token files never need it
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(int(n) for n in shape), dtype, f.tell()
 
 
 def _check_structure(name: str, a: dict[str, np.ndarray]) -> TokenFile:

@@ -8,7 +8,8 @@ from itertools import islice
 from pathlib import Path
 
 from . import common
-from .common import OutputDir, info
+from .bad_data import LOG_NAME, collect_bad_files, summary
+from .common import OutputDir, info, refuse_overwriting_inputs, warn
 from .errors import CLIError, one_line
 
 NAME = "visualize"
@@ -47,7 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.plots import usage_plots_png
     from ..image_io import psnr
 
-    with OutputDir(args.output) as out:
+    refuse_overwriting_inputs([args.data], args.output)
+    with OutputDir(args.output) as out, collect_bad_files() as bad_files:
         loaded = common.load_model(args)
         model = loaded.model
         device = next(model.parameters()).device
@@ -123,9 +125,14 @@ def run(args: argparse.Namespace) -> int:
         add("usage.png", usage_plots_png(usage.semantic_counts, usage.pair_counts), "usage vs rank, tokens per code, sub-codes per code")
 
         for name, png in files.items():
-            (out.path(name)).write_bytes(png)
-        page.write(out.path("index.html"))
-        out.path("stats.json").write_text(json.dumps({k: v for k, v in stats.items()}, indent=2, default=str) + "\n")
+            out.write_bytes(name, png)
+        with out.writing("index.html") as path:
+            page.write(path)
+        out.write_text("stats.json", json.dumps({k: v for k, v in stats.items()}, indent=2, default=str) + "\n")
+        if bad_files:
+            out.write_text(LOG_NAME, "\n".join(bad_files) + "\n")
         out.commit()
+    if bad_files:
+        warn(summary(bad_files, str(Path(args.output) / LOG_NAME)))
     info(f"wrote {Path(args.output) / 'index.html'} ({seen} images; open it in a browser)")
     return 0
