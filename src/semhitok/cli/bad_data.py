@@ -18,7 +18,7 @@ LOG_NAME = "bad_files.log"
 
 class _Collector(logging.Handler):
     def __init__(self) -> None:
-        super().__init__(level=logging.WARNING)
+        super().__init__(level=logging.DEBUG)  # the readers log each bad file at DEBUG (semhitok.data.bad_files)
         self.lines: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -30,7 +30,8 @@ def collect_bad_files() -> Iterator[list[str]]:
     """Within the block, data warnings go to the returned list, not to stderr."""
     logger = logging.getLogger(DATA_LOGGER)
     collector = _Collector()
-    propagate = logger.propagate
+    propagate, level = logger.propagate, logger.level
+    logger.setLevel(logging.DEBUG)
     logger.addHandler(collector)
     logger.propagate = False  # no per-file lines on stderr (nor through the root logger)
     try:
@@ -38,6 +39,7 @@ def collect_bad_files() -> Iterator[list[str]]:
     finally:
         logger.removeHandler(collector)
         logger.propagate = propagate
+        logger.setLevel(level)
 
 
 def summary(lines: list[str], log_path: str) -> str:
