@@ -23,7 +23,8 @@ example:
   semhitok demo -o outputs/demo
   semhitok demo -o outputs/demo --steps 40 40     (a quick look: seconds, barely trained)"""
 
-ASSETS = Path(__file__).resolve().parents[3] / "assets" / "photos"
+# The photos ship inside the package (package data), so the demo also runs from an installed wheel.
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 HELD_OUT = "chelsea.jpg"
 TILE, TILE_SOURCE = 64, 192  # held-out photos: resized to a 192 px shorter side, cut into 64 px tiles
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
@@ -126,5 +127,5 @@ def run(args: argparse.Namespace) -> int:
     info(f"stage 1: {r1.steps} steps at {r1.images_per_second:.1f} images/s; stage 2: {r2.steps} steps at {r2.images_per_second:.1f} images/s")
     info(f"held-out PSNR ({held[0].name} tiles): untrained {before:.2f} dB -> trained {after:.2f} dB (training tiles: {after_train:.2f} dB)")
     info(f"pictures (originals above, reconstructions below): {out / 'heldout_untrained.png'}, {out / 'heldout_trained.png'}")
-    info(f"trained tokenizer: {r2.model_dir}  (try: semhitok reconstruct assets/photos/*.jpg --model {r2.model_dir} -o {out / 'reconstruct'})")
+    info(f"trained tokenizer: {r2.model_dir}  (try: semhitok reconstruct {Path(args.photos) / '*.jpg'} --model {r2.model_dir} -o {out / 'reconstruct'})")
     return 0
