@@ -3,16 +3,26 @@
 A checkpoint is a folder ``step_00001234/`` holding ``model.safetensors`` (every model weight and
 buffer), ``state.pt`` (optimizer, scheduler step, RNG states, data position: tensors and plain
 Python containers only, so ``torch.load(..., weights_only=True)`` reads it and no pickled code can
-run) and ``meta.json``. It is written into a temporary folder and renamed into place, so a crash
-mid-write never leaves a checkpoint that looks complete; only the newest ``keep_last`` are kept.
+run) and ``meta.json`` (step, loss, largest trained weight). It is written into a temporary folder
+``.step_*`` and renamed into place, so a crash mid-write never leaves a checkpoint that looks
+complete; a kill can leave the temporary folder, which :func:`remove_partial` deletes on the next
+run. Only the newest ``keep_last`` are kept: an old checkpoint is first renamed aside (``.trash.*``)
+and then deleted, so a kill during pruning never leaves a half-deleted ``step_*`` folder.
+
+Before a checkpoint is written, :func:`weights_problem` checks the weights: every value finite and
+every trained weight within :data:`MAX_ABS_WEIGHT` in magnitude. A diverging run (e.g. a far too
+large learning rate) drives weights towards 1e30 before its loss turns NaN; such weights are never
+saved, so the newest checkpoint is always one to go back to.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +32,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 _NAME = re.compile(r"^step_(\d{8})$")
+
+# AdamW moves a weight by about lr per step whatever the gradient, so reaching 1e4 from an O(1)
+# initialisation at the paper's lr of 1e-4 would take 1e8 steps, far beyond any run: a trained
+# weight this large means the run diverged (the probe saw 1e30 one step before the loss was NaN).
+MAX_ABS_WEIGHT = 1e4
 
 
 @dataclass
@@ -41,8 +56,18 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
     return sorted(found, key=lambda c: c.step)
 
 
-def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, state: dict[str, Any], keep_last: int = 3) -> Path:
-    """Write checkpoint ``step`` atomically and prune all but the newest ``keep_last``."""
+def save_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    model: nn.Module,
+    state: dict[str, Any],
+    keep_last: int = 3,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write checkpoint ``step`` atomically and prune all but the newest ``keep_last``.
+
+    ``meta`` (JSON values, e.g. the step's loss) goes into ``meta.json`` beside the step.
+    """
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     folder = Path(run_dir) / "checkpoints"
@@ -53,16 +78,79 @@ def save_checkpoint(run_dir: str | Path, step: int, model: nn.Module, state: dic
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
         torch.save(state, tmp / "state.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": step}) + "\n")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}) + "\n")
         if final.exists():  # re-saving the same step (e.g. after a resume) replaces it
-            shutil.rmtree(final)
-        tmp.rename(final)
+            aside = _rename_aside(final)
+            tmp.rename(final)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            tmp.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     for old in list_checkpoints(run_dir)[:-keep_last]:
-        shutil.rmtree(old.path, ignore_errors=True)
+        shutil.rmtree(_rename_aside(old.path), ignore_errors=True)
     return final
+
+
+def _rename_aside(path: Path) -> Path:
+    """Move a checkpoint out of ``step_*`` naming in one atomic rename, before deleting it."""
+    aside = Path(tempfile.mkdtemp(prefix=f".trash.{path.name}.", dir=path.parent))
+    target = aside / path.name
+    path.rename(target)
+    return aside
+
+
+def remove_partial(run_dir: str | Path) -> list[Path]:
+    """Delete what a killed run left in ``checkpoints/``: unfinished ``.step_*`` writes and
+    ``.trash.*`` folders of an interrupted pruning. Call it only while holding the run's lock."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    leftovers = [p for p in folder.iterdir() if p.name.startswith((".step_", ".trash."))]
+    for p in leftovers:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return leftovers
+
+
+def weights_problem(tensors: Iterable[tuple[str, torch.Tensor]], trained: set[str], bound: float = MAX_ABS_WEIGHT) -> str | None:
+    """Why these weights must not be saved, or None when they are sane.
+
+    Every floating tensor must be finite; those named in ``trained`` must also stay within
+    ``bound`` in magnitude (frozen weights and statistics buffers are not ours to bound).
+    """
+    for name, t in tensors:
+        if not t.is_floating_point():
+            continue
+        if not bool(torch.isfinite(t).all()):
+            return f"{name} holds NaN or Inf"
+        if name in trained and t.numel():
+            largest = float(t.detach().abs().max())
+            if largest > bound:
+                return f"{name} reached |w| = {largest:.3g} (> {bound:.0e})"
+    return None
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json`` ({} when missing or unreadable)."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def last_good_checkpoint(run_dir: str | Path) -> Checkpoint | None:
+    """The newest checkpoint whose recorded loss is finite (checkpoints are only written with
+    sane weights; a loss recorded as null or non-finite marks a step not to go back to)."""
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        loss = read_meta(checkpoint.path).get("loss", 0.0)
+        if isinstance(loss, (int, float)) and math.isfinite(loss):
+            return checkpoint
+    return None
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -84,6 +172,9 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore :func:`rng_state`'s output, or one DDP rank's (``cuda_device``: its current GPU's)."""
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda_device" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda_device"])

@@ -9,35 +9,47 @@ log -> checkpoint. The semantic EMA codebook updates itself inside the forward (
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from .. import __version__
-from ..data import TransformConfig, build_dataset
+from .. import __version__, distributed
+from ..data import SampleBatch, TransformConfig, build_dataset
 from ..losses import LossConfig, PixelReconstructionLoss, SemanticDistillationLoss
 from ..modeling import SemHiTok
 from .batches import DataPosition, iterate_batches
-from .checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    Checkpoint,
+    last_good_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    remove_partial,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    weights_problem,
+)
 from .config import TrainConfig
+from .errors import TrainingError, TrainingInterrupted
+from .interrupt import StopSignals
+from .run_folder import RunLock, config_changes, record_run_start, trim_metrics
 from .schedule import warmup_cosine
-from .stages import TRAINED_MODULES, prepare_stage
+from .stages import Stage, get_stage
 
-
-class TrainingError(RuntimeError):
-    """A run cannot go on (bad config for this run folder, non-finite loss, ...): one clear line."""
+__all__ = ["TrainResult", "TrainingError", "TrainingInterrupted", "codebook_rank_divergence", "export_model", "train"]
 
 
 @dataclass
@@ -54,13 +66,27 @@ class TrainResult:
 class StageModule(nn.Module):
     """The stage's forward as ``forward`` (DDP only hooks ``forward``)."""
 
-    def __init__(self, model: SemHiTok, stage: str) -> None:
+    def __init__(self, model: SemHiTok, stage: Stage) -> None:
         super().__init__()
         self.model = model
         self.stage = stage
 
     def forward(self, images: Tensor) -> Any:
-        return self.model.semantic_forward(images) if self.stage == "semantic" else self.model(images)
+        return self.stage.forward(self.model, images)
+
+
+@dataclass
+class _Parts:
+    """Everything one optimizer step touches."""
+
+    model: SemHiTok
+    stage_module: nn.Module
+    loss_fn: nn.Module
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    discriminator: nn.Module | None
+    disc_optimizer: torch.optim.Optimizer | None
+    ema: dict[str, Tensor] | None
 
 
 def train(
@@ -71,130 +97,142 @@ def train(
     init: str | None = None,
     max_steps: int | None = None,
     resume: bool = False,
+    allow_config_change: bool = False,
     quiet: bool = False,
 ) -> TrainResult:
-    """Train one stage; returns where the exported model is. See ``docs/training.md``."""
-    rank, world, device = _setup_distributed()
+    """Train one stage; returns where the exported model is. See ``docs/training.md``.
+
+    Args:
+        max_steps: stop after this step (default ``run.max_steps``); the learning-rate schedule
+            still runs to ``run.max_steps``, so stopping early and resuming changes nothing.
+        resume: continue from the run folder's last checkpoint; its ``config.yaml`` must match
+            ``config`` unless ``allow_config_change`` (the change is then recorded in run.jsonl).
+
+    Raises:
+        TrainingError: no data path, a run folder in use or not matching ``resume``, a config change
+            on resume, a non-finite loss or diverged weights. TrainingInterrupted (a TrainingError):
+            SIGINT/SIGTERM; a checkpoint of the last finished step was saved. TrainingAborted (a
+            KeyboardInterrupt): a second signal. BadDataError, FileNotFoundError, ValueError: the data.
+    """
+    ctx = distributed.setup()
+    stage = get_stage(config.stage)
     run_dir = Path(run_dir)
-    max_steps = max_steps or config.run.max_steps
+    stop_at = max_steps or config.run.max_steps
     data_path = data_path or config.data.path
     if data_path is None:
         raise TrainingError("no training data: give --data PATH or data.path in the config")
-    existing = list_checkpoints(run_dir)
-    if existing and not resume:
-        raise TrainingError(f"{run_dir} already has checkpoints (last: step {existing[-1].step}); pass --resume or choose another --out")
-    if resume and not existing:
-        raise TrainingError(f"--resume: {run_dir} has no checkpoint to resume from")
+    resolved = _resolved_config(config, data_path)
+    existing = _check_run_folder(run_dir, resume)
+    changes = config_changes(run_dir, resolved) if resume else {}
+    if changes and not allow_config_change:
+        raise TrainingError(
+            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changes)}; "
+            "pass --allow-config-change to continue with the new values (the change is recorded in run.jsonl)"
+        )
 
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
-    model = _build_model(config, init or config.init)
-    params = prepare_stage(model, config.stage)
-    if config.run.gradient_checkpointing:
-        for name in TRAINED_MODULES[config.stage]:
-            for module in getattr(model, name).modules():
-                if hasattr(module, "gradient_checkpointing"):
-                    module.gradient_checkpointing = True
-    model.to(device)
-    pixel_stage = config.stage != "semantic"
-    loss_fn: nn.Module = PixelReconstructionLoss(LossConfig(**config.loss)) if pixel_stage else SemanticDistillationLoss(**config.loss)
-    loss_fn.to(device)
-    discriminator = getattr(loss_fn, "discriminator", None)
-
-    stage_module: nn.Module = StageModule(model, config.stage)
-    if world > 1:
-        # The EMA codebook keeps itself identical across ranks; DDP need not broadcast buffers.
-        ids = [device.index] if device.type == "cuda" else None
-        stage_module = _ddp(stage_module, ids)
-        if discriminator is not None:
-            loss_fn.discriminator = _ddp(discriminator, ids)
-    optimizer = torch.optim.AdamW(_param_groups(model, params, config.optim.weight_decay), lr=config.optim.lr, betas=config.optim.betas)
-    disc_optimizer = None
-    if discriminator is not None:
-        disc_lr = config.optim.disc_lr or config.optim.lr
-        disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=disc_lr, betas=config.optim.betas, weight_decay=0.0)
-    ema = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad} if config.run.ema_decay else None
-
+    parts = _build_parts(config, stage, init or config.init, ctx)
     step, position = 0, DataPosition()
     if resume:
-        state = load_checkpoint(existing[-1].path, model, map_location=device)
-        optimizer.load_state_dict(state["optimizer"])
-        if disc_optimizer is not None:
-            discriminator.load_state_dict(state["discriminator"])
-            disc_optimizer.load_state_dict(state["disc_optimizer"])
-        if ema is not None and "ema" in state:
-            ema = {k: v.to(device) for k, v in state["ema"].items()}
-        set_rng_state(state["rng"])
-        step, position = int(state["step"]), DataPosition(**state["data"])
+        step, position = _restore(parts, existing[-1].path, ctx)
 
-    transform = TransformConfig(image_size=model.image_size, crop=config.data.crop, flip=config.data.flip)
-    dataset = build_dataset(data_path, transform, seed=config.run.seed, max_bad_fraction=config.data.max_bad_fraction, min_seen=config.data.min_seen)
-    batches = iterate_batches(
-        dataset, config.data.batch_size, rank=rank, world=world, seed=config.run.seed,
-        num_workers=config.data.num_workers, start=position,
-    )
-    if rank == 0:
-        _write_run_files(run_dir, config, model, world, data_path, resume)
-    log = _Logger(run_dir, enabled=rank == 0, quiet=quiet, total=max_steps, initial=step, stage=config.stage)
-
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
-    accum = config.optim.grad_accum
-    last_layer = model.pixel_decoder.proj_out.weight
-    images_seen, started, metrics = 0, time.perf_counter(), {}
-    stage_module.train()
+    # Read the first batch before anything is written: bad data leaves no run folder behind.
+    batches = _open_data(config, data_path, parts.model, ctx, position)
+    lock = _lock_run_folder(run_dir, ctx)
     try:
-        while step < max_steps:
-            lr = warmup_cosine(step, base_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps, total_steps=max_steps, min_lr=config.optim.min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for micro in range(accum):
-                position, batch = next(batches)
-                images = batch.images.to(device, non_blocking=True)
-                sync = contextlib.nullcontext() if micro == accum - 1 or world == 1 else stage_module.no_sync()
-                with sync:
-                    with autocast:
-                        out = stage_module(images)
-                        terms = loss_fn.generator_loss(images, out, step, last_layer=last_layer) if pixel_stage else loss_fn(out)
-                    if not bool(torch.isfinite(terms["loss"])):
-                        raise TrainingError(_non_finite_message(step, terms, run_dir))
-                    (terms["loss"] / accum).backward()
-                for key, value in {**terms, **_usage(out, pixel_stage)}.items():
-                    sums[key] = sums.get(key, 0.0) + float(value.detach()) / accum
-                images_seen += images.shape[0] * world
-            if config.optim.grad_clip is not None:
-                sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, config.optim.grad_clip))
-            optimizer.step()
-            if disc_optimizer is not None and step >= loss_fn.config.disc_start:
-                disc_optimizer.zero_grad(set_to_none=True)  # the generator step left gradients here too
-                with autocast:
-                    d_terms = loss_fn.discriminator_loss(images, out.reconstruction.detach(), step)
-                d_terms["loss"].backward()
-                disc_optimizer.step()
-                sums.update({f"disc_{k}": float(v.detach()) for k, v in d_terms.items()})
-            if ema is not None:
-                with torch.no_grad():
-                    for name, p in model.named_parameters():
-                        if name in ema:
-                            ema[name].lerp_(p.detach(), 1 - config.run.ema_decay)
+        if ctx.is_main:
+            remove_partial(run_dir)
+            if resume:
+                trim_metrics(run_dir, step)
+            parts.model.config.to_json(run_dir / "model_config.json")
+            record_run_start(run_dir, resolved, _run_info(ctx.world_size, resume, step), changes, step)
+        with StopSignals() as signals:
+            metrics = _run_steps(config, stage, parts, batches, run_dir, ctx, step, stop_at, signals, quiet)
+        model_dir = run_dir / "model"
+        if ctx.is_main:
+            export_model(run_dir, model_dir)
+        distributed.barrier()
+    finally:
+        if lock is not None:
+            lock.release()
+    return TrainResult(run_dir, int(metrics.get("step", step)), model_dir, float(metrics.get("images_per_second", 0.0)), metrics)
+
+
+def _run_steps(
+    config: TrainConfig, stage: Stage, parts: _Parts, batches: Iterator[tuple[DataPosition, SampleBatch]], run_dir: Path,
+    ctx: distributed.DistContext, step: int, stop_at: int, signals: StopSignals, quiet: bool,
+) -> dict[str, float]:
+    """Optimizer steps from ``step`` to ``stop_at``, logging and checkpointing; the last metrics."""
+    log = _Logger(run_dir, enabled=ctx.is_main, quiet=quiet, total=stop_at, initial=step, stage=stage.name)
+    images_seen, started, metrics = 0, time.perf_counter(), {"step": step}
+    position = DataPosition()
+    parts.stage_module.train()
+    try:
+        while step < stop_at:
+            lr = warmup_cosine(step, base_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps, total_steps=config.run.max_steps, min_lr=config.optim.min_lr)
+            sums, position, seen = _optimizer_step(config, stage, parts, batches, step, lr, run_dir, ctx)
+            images_seen += seen
             step += 1
+            stop = _agreed_stop(signals.requested, ctx)
+            checkpoint_due = step % config.run.checkpoint_every == 0 or step == stop_at or stop is not None
+            due = checkpoint_due or step % config.run.log_every == 0
+            if due and ctx.world_size > 1:  # log the global batch's means, not rank 0's share
+                sums = _mean_over_ranks(sums, ctx.device)
             elapsed = time.perf_counter() - started
-            due = step == max_steps or step % config.run.log_every == 0
-            if due and world > 1:  # log the global batch's means, not rank 0's share
-                sums = _mean_over_ranks(sums, device)
             metrics = {"step": step, "lr": lr, "epoch": position.epoch, "images_per_second": images_seen / max(elapsed, 1e-9), **sums}
             log.step(step, metrics, force=due)
-            if step % config.run.checkpoint_every == 0 or step == max_steps:
-                _checkpoint(run_dir, step, model, optimizer, discriminator, disc_optimizer, ema, position, config.run.keep_last, rank)
+            saved = _checkpoint(run_dir, step, parts, position, config.run.keep_last, ctx, metrics) if checkpoint_due else None
+            if stop is not None:
+                raise TrainingInterrupted(stop, step, saved)
     finally:
         log.close()
+    return metrics
 
-    model_dir = run_dir / "model"
-    if rank == 0:
-        export_model(run_dir, model_dir)
-    if world > 1:
-        dist.barrier()
-    return TrainResult(run_dir, step, model_dir, float(metrics.get("images_per_second", 0.0)), metrics)
+
+def _optimizer_step(
+    config: TrainConfig, stage: Stage, parts: _Parts, batches: Iterator[tuple[DataPosition, SampleBatch]],
+    step: int, lr: float, run_dir: Path, ctx: distributed.DistContext,
+) -> tuple[dict[str, float], DataPosition, int]:
+    """``grad_accum`` micro-batches, clip, AdamW, then the discriminator and the EMA of the weights."""
+    for group in parts.optimizer.param_groups:
+        group["lr"] = lr
+    parts.optimizer.zero_grad(set_to_none=True)
+    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
+    accum, loss_fn, seen = config.optim.grad_accum, parts.loss_fn, 0
+    sums: dict[str, float] = {}
+    for micro in range(accum):
+        position, batch = next(batches)
+        images = batch.images.to(ctx.device, non_blocking=True)
+        last = micro == accum - 1 or ctx.world_size == 1
+        with contextlib.nullcontext() if last else parts.stage_module.no_sync():
+            with autocast:
+                out = parts.stage_module(images)
+                if stage.pixel:
+                    terms = loss_fn.generator_loss(images, out, step, last_layer=parts.model.last_decoder_layer)
+                else:
+                    terms = loss_fn(out)
+            if not bool(torch.isfinite(terms["loss"])):
+                raise TrainingError(_non_finite_message(step, terms, run_dir))
+            (terms["loss"] / accum).backward()
+        for key, value in {**terms, **_usage(out, stage.pixel)}.items():
+            sums[key] = sums.get(key, 0.0) + float(value.detach()) / accum
+        seen += images.shape[0] * ctx.world_size
+    if config.optim.grad_clip is not None:
+        sums["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(parts.params, config.optim.grad_clip))
+    parts.optimizer.step()
+    if parts.disc_optimizer is not None and step >= loss_fn.config.disc_start:
+        parts.disc_optimizer.zero_grad(set_to_none=True)  # the generator step left gradients here too
+        with autocast:
+            d_terms = loss_fn.discriminator_loss(images, out.reconstruction.detach(), step)
+        d_terms["loss"].backward()
+        parts.disc_optimizer.step()
+        sums.update({f"disc_{k}": float(v.detach()) for k, v in d_terms.items()})
+    if parts.ema is not None:
+        with torch.no_grad():
+            for name, p in parts.model.named_parameters():
+                if name in parts.ema:
+                    parts.ema[name].lerp_(p.detach(), 1 - config.run.ema_decay)
+    return sums, position, seen
 
 
 def export_model(run_dir: str | Path, out_dir: str | Path) -> Path:
@@ -220,18 +258,130 @@ def export_model(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 # ---- pieces of the loop ------------------------------------------------------------------------
-def _setup_distributed() -> tuple[int, int, torch.device]:
-    """Join the torchrun process group when launched by torchrun; pick this process's device."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
+def _check_run_folder(run_dir: Path, resume: bool) -> list[Checkpoint]:
+    """The run folder's checkpoints, checked against ``resume`` (nothing is written)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TrainingError(f"--out {run_dir}: exists and is not a folder")
+    existing = list_checkpoints(run_dir)
+    if existing and not resume:
+        raise TrainingError(f"{run_dir} already has checkpoints (last: step {existing[-1].step}); pass --resume or choose another --out")
+    if resume and not existing:
+        raise TrainingError(f"--resume: {run_dir} has no checkpoint to resume from")
+    return existing
+
+
+def _resolved_config(config: TrainConfig, data_path: str) -> dict[str, Any]:
+    """The config as ``config.yaml`` records it: the data path made absolute (a resume from another
+    working directory names the same data)."""
+    resolved = config.to_dict()
+    resolved["data"]["path"] = data_path if isinstance(data_path, (list, tuple)) else os.path.abspath(str(data_path))
+    return resolved
+
+
+def _build_parts(config: TrainConfig, stage: Stage, init: str | None, ctx: distributed.DistContext) -> _Parts:
+    """Model (frozen as the stage says), loss, optimizers, EMA; DDP-wrapped when world > 1."""
+    device, world = ctx.device, ctx.world_size
+    model = _build_model(config, init)
+    params = stage.prepare(model)
+    if config.run.gradient_checkpointing:
+        for trained in stage.trained_modules(model):
+            for module in trained.modules():
+                if hasattr(module, "gradient_checkpointing"):
+                    module.gradient_checkpointing = True
+    model.to(device)
+    pixel_stage = stage.pixel
+    loss_fn: nn.Module = PixelReconstructionLoss(LossConfig(**config.loss)) if pixel_stage else SemanticDistillationLoss(**config.loss)
+    loss_fn.to(device)
+    discriminator = getattr(loss_fn, "discriminator", None) if stage.has_discriminator else None
+
+    stage_module: nn.Module = StageModule(model, stage)
+    if world > 1:
+        # The EMA codebook keeps itself identical across ranks; DDP need not broadcast buffers.
+        ids = [device.index] if device.type == "cuda" else None
+        stage_module = _ddp(stage_module, ids)
+        if discriminator is not None:
+            loss_fn.discriminator = _ddp(discriminator, ids)
+    optimizer = torch.optim.AdamW(_param_groups(model, params, config.optim.weight_decay), lr=config.optim.lr, betas=config.optim.betas)
+    disc_optimizer = None
+    if discriminator is not None:
+        disc_lr = config.optim.disc_lr or config.optim.lr
+        disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=disc_lr, betas=config.optim.betas, weight_decay=0.0)
+    ema = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad} if config.run.ema_decay else None
+    return _Parts(model, stage_module, loss_fn, params, optimizer, discriminator, disc_optimizer, ema)
+
+
+def _restore(parts: _Parts, path: Path, ctx: distributed.DistContext) -> tuple[int, DataPosition]:
+    """Load a checkpoint into ``parts`` (weights, optimizers, EMA, every RNG); its step and data position."""
+    state = load_checkpoint(path, parts.model, map_location=ctx.device)
+    parts.optimizer.load_state_dict(state["optimizer"])
+    if parts.disc_optimizer is not None and parts.discriminator is not None:
+        parts.discriminator.load_state_dict(state["discriminator"])
+        parts.disc_optimizer.load_state_dict(state["disc_optimizer"])
+    if parts.ema is not None and "ema" in state:
+        parts.ema = {k: v.to(ctx.device) for k, v in state["ema"].items()}
+    per_rank = state.get("rng_ranks")
+    if per_rank is not None and len(per_rank) == ctx.world_size:
+        set_rng_state(per_rank[ctx.rank])  # ranks drew different numbers (rank 0 decides restarts)
+    else:
+        set_rng_state(state["rng"])
+    return int(state["step"]), DataPosition(**state["data"])
+
+
+def _open_data(
+    config: TrainConfig, data_path: str, model: SemHiTok, ctx: distributed.DistContext, position: DataPosition,
+) -> Iterator[tuple[DataPosition, SampleBatch]]:
+    """The batch stream from ``position``, with its first batch already read (so bad data fails here)."""
+    transform = TransformConfig(image_size=model.image_size, crop=config.data.crop, flip=config.data.flip)
+    dataset = build_dataset(
+        data_path, transform, seed=config.run.seed, max_bad_fraction=config.data.max_bad_fraction,
+        min_seen=config.data.min_seen, shuffle_shards=True,
+    )
+    batches = iterate_batches(
+        dataset, config.data.batch_size, rank=ctx.rank, world=ctx.world_size, seed=config.run.seed,
+        num_workers=config.data.num_workers, start=position,
+    )
+    first = next(batches)
+    return itertools.chain([first], batches)
+
+
+def _lock_run_folder(run_dir: Path, ctx: distributed.DistContext) -> RunLock | None:
+    """Rank 0 locks the run folder; every rank learns whether it could (none trains otherwise)."""
+    lock, error = None, None
+    if ctx.is_main:
+        try:
+            lock = RunLock(run_dir)
+        except TrainingError as exc:
+            error = exc
+    if not _all_ranks_ok(error is None, ctx):
+        if error is not None:
+            raise error
+        raise TrainingError(f"rank 0 could not lock the run folder {run_dir}; see its error")
+    return lock
+
+
+def _all_ranks_ok(ok: bool, ctx: distributed.DistContext) -> bool:
+    if ctx.world_size == 1:
+        return ok
+    flag = torch.tensor([1 if ok else 0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def _agreed_stop(requested: int | None, ctx: distributed.DistContext) -> int | None:
+    """The stop signal, agreed by all ranks: a signal can reach the ranks in different steps, and
+    all must save and stop after the same one."""
+    if ctx.world_size == 1:
+        return requested
+    flag = torch.tensor([requested or 0], device=ctx.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return int(flag.item()) or None
+
+
+def _run_info(world: int, resume: bool, step: int) -> dict[str, Any]:
+    return {
+        "git_revision": _git_revision(), "semhitok_version": __version__, "torch_version": torch.__version__,
+        "world_size": world, "resumed": resume, "from_step": step,
+    }
 
 
 def _ddp(module: nn.Module, device_ids: list[int] | None) -> DDP:
@@ -288,9 +438,7 @@ def _usage(out: Any, pixel_stage: bool) -> dict[str, Tensor]:
 
 def _non_finite_message(step: int, terms: dict[str, Tensor], run_dir: Path) -> str:
     parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in terms.items())
-    last = list_checkpoints(run_dir)
-    kept = f"the last good checkpoint is {last[-1].path}" if last else "no checkpoint was written yet"
-    return f"non-finite loss at step {step} ({parts}); stopped, {kept}"
+    return f"non-finite loss at step {step} ({parts}); stopped, {_last_good(run_dir)}"
 
 
 def codebook_rank_divergence(model: SemHiTok) -> float:
@@ -311,20 +459,60 @@ def codebook_rank_divergence(model: SemHiTok) -> float:
     return float(worst)
 
 
-def _checkpoint(run_dir, step, model, optimizer, discriminator, disc_optimizer, ema, position, keep_last, rank) -> None:
-    divergence = codebook_rank_divergence(model)
+def _checkpoint(
+    run_dir: Path, step: int, parts: _Parts, position: DataPosition, keep_last: int, ctx: distributed.DistContext, metrics: dict[str, float],
+) -> Path | None:
+    """Check the weights, then save (rank 0); every rank returns after the save. Returns the folder on rank 0."""
+    divergence = codebook_rank_divergence(parts.model)
     if divergence > 0:
         raise TrainingError(f"step {step}: the codebooks differ across ranks (max |diff| {divergence:.3g}); the run is not DDP-consistent")
-    if rank == 0:
-        state: dict[str, Any] = {"step": step, "optimizer": optimizer.state_dict(), "rng": rng_state(), "data": position.to_dict(), "codebook_rank_divergence": divergence}
-        if disc_optimizer is not None:
-            state["discriminator"] = discriminator.state_dict()
-            state["disc_optimizer"] = disc_optimizer.state_dict()
-        if ema is not None:
-            state["ema"] = ema
-        save_checkpoint(run_dir, step, model, state, keep_last=keep_last)
-    if dist.is_initialized():
-        dist.barrier()
+    problem = _weights_problem(parts)  # identical weights on every rank: every rank stops alike
+    if problem is not None:
+        raise TrainingError(f"step {step}: the weights diverged ({problem}); not saved; {_last_good(run_dir)}")
+    rng_ranks = _gather_rng(ctx)
+    saved = None
+    if ctx.is_main:
+        state: dict[str, Any] = {
+            "step": step, "optimizer": parts.optimizer.state_dict(), "rng": rng_state(), "data": position.to_dict(),
+            "codebook_rank_divergence": divergence,
+        }
+        if ctx.world_size > 1:
+            state["rng_ranks"] = rng_ranks
+        if parts.disc_optimizer is not None and parts.discriminator is not None:
+            state["discriminator"] = parts.discriminator.state_dict()
+            state["disc_optimizer"] = parts.disc_optimizer.state_dict()
+        if parts.ema is not None:
+            state["ema"] = parts.ema
+        largest = max((float(p.detach().abs().max()) for p in parts.params if p.numel()), default=0.0)
+        meta = {"loss": metrics.get("loss"), "max_abs_trained_weight": largest}
+        saved = save_checkpoint(run_dir, step, parts.model, state, keep_last=keep_last, meta=meta)
+    distributed.barrier()
+    return saved
+
+
+def _weights_problem(parts: _Parts) -> str | None:
+    """Non-finite weights anywhere, or trained weights (and their EMA) beyond MAX_ABS_WEIGHT."""
+    trained = {name for name, p in parts.model.named_parameters() if p.requires_grad}
+    tensors = list(parts.model.state_dict().items())
+    if parts.ema is not None:
+        trained |= {f"ema.{name}" for name in parts.ema}
+        tensors += [(f"ema.{name}", t) for name, t in parts.ema.items()]
+    return weights_problem(tensors, trained)
+
+
+def _gather_rng(ctx: distributed.DistContext) -> list[dict[str, Tensor]]:
+    """Every rank's RNG state (CPU, and this rank's GPU): ranks draw different numbers (only rank
+    0 picks restarted codes), so each must get its own back on resume."""
+    cpu = distributed.all_gather_tensors(torch.get_rng_state(), ctx.device)
+    if ctx.device.type != "cuda":
+        return [{"torch": c} for c in cpu]
+    gpu = distributed.all_gather_tensors(torch.cuda.get_rng_state(ctx.device), ctx.device)
+    return [{"torch": c, "cuda_device": g} for c, g in zip(cpu, gpu)]
+
+
+def _last_good(run_dir: Path) -> str:
+    good = last_good_checkpoint(run_dir)
+    return f"the last good checkpoint is {good.path}" if good is not None else "no checkpoint was written yet"
 
 
 def _git_revision() -> str:
@@ -334,17 +522,6 @@ def _git_revision() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def _write_run_files(run_dir: Path, config: TrainConfig, model: SemHiTok, world: int, data_path: str, resume: bool) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    resolved = config.to_dict()
-    resolved["data"]["path"] = str(data_path)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
-    model.config.to_json(run_dir / "model_config.json")
-    info = {"git_revision": _git_revision(), "semhitok_version": __version__, "torch_version": torch.__version__, "world_size": world, "resumed": resume, "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with open(run_dir / "run.jsonl", "a") as f:
-        f.write(json.dumps(info) + "\n")
 
 
 class _Logger:
@@ -359,7 +536,8 @@ class _Logger:
         from torch.utils.tensorboard import SummaryWriter
 
         self.file = open(run_dir / "metrics.jsonl", "a")
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        # A resumed run re-logs the steps after its checkpoint: purge TensorBoard's copies of them.
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=initial + 1 if initial else None)
         self.bar = tqdm(total=total, initial=initial, desc=f"train {stage}", disable=quiet, dynamic_ncols=True)
 
     def step(self, step: int, metrics: dict[str, float], force: bool) -> None:
