@@ -7,7 +7,6 @@ import contextlib
 import json
 from pathlib import Path
 
-from ..weights_file import WeightsFileError
 from . import common
 from .bad_data import LOG_NAME, collect_bad_files, summary
 from .common import OutputDir, info, refuse_overwriting_inputs, warn
@@ -59,11 +58,16 @@ def run(args: argparse.Namespace) -> int:
     # Under torchrun every rank evaluates its share of the images; rank 0 alone writes the report.
     with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out, collect_bad_files() as bad_files, _cache_warnings():
         model = common.load_model(args).model
+        # A refused, damaged or foreign --fid-weights / --lpips-weights file: a WeightsFileError or
+        # a ValueError naming the keys that do not fit; both name the file.
         try:
             extractor = build_extractor(args.fid_weights, args.feature_extractor, model)
+        except ValueError as exc:
+            raise CLIError(f"--fid-weights: {one_line(exc)}") from exc
+        try:
             lpips, lpips_label = _lpips(args.lpips_weights)
-        except WeightsFileError as exc:  # a refused or damaged --fid-weights / --lpips-weights file
-            raise CLIError(one_line(exc)) from exc
+        except (ValueError, FileNotFoundError) as exc:
+            raise CLIError(f"--lpips-weights: {one_line(exc)}") from exc
         try:
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
