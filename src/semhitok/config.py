@@ -10,8 +10,10 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal
 
+from .config_types import ConfigError, build_section, check_fields, check_known_keys, check_value, describe
 from .yaml_io import load_yaml
 
 TeacherKind = Literal["siglip", "clip"]
@@ -45,25 +47,18 @@ class TeacherConfig:
     feature_layer: int = -1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("siglip", "clip"):
-            raise ValueError(f"teacher.kind must be 'siglip' or 'clip', got {self.kind!r}")
-        if not isinstance(self.hf_config, dict):
-            raise ValueError(f"teacher.hf_config must be a mapping, got {type(self.hf_config).__name__}")
-        for key in ("image_size", "patch_size", "hidden_size"):
-            if key not in self.hf_config:
-                raise ValueError(f"teacher.hf_config must define {key!r}")
+        check_fields(self)
+        _check_hf_config(self.hf_config)
         if not 1 <= self.patch_size <= self.image_size:
-            raise ValueError(f"teacher patch_size {self.patch_size} and image_size {self.image_size} give no token grid")
+            raise ConfigError("hf_config", f"patch_size {self.patch_size} and image_size {self.image_size} give no token grid")
         default_mean, default_std = SIGLIP_MEAN_STD if self.kind == "siglip" else CLIP_MEAN_STD
-        self.image_mean = tuple(float(v) for v in (self.image_mean or default_mean))  # type: ignore[assignment]
-        self.image_std = tuple(float(v) for v in (self.image_std or default_std))  # type: ignore[assignment]
-        if len(self.image_mean) != 3 or len(self.image_std) != 3:
-            raise ValueError("teacher.image_mean and image_std need 3 values")
+        self.image_mean = self.image_mean or default_mean
+        self.image_std = self.image_std or default_std
         if any(s <= 0 for s in self.image_std):
-            raise ValueError("teacher.image_std must be positive")
-        layers = int(self.hf_config.get("num_hidden_layers", 12))
+            raise ConfigError("image_std", f"must be positive, got {list(self.image_std)}")
+        layers = self.num_layers
         if not (-layers - 1 <= self.feature_layer <= layers) or self.feature_layer == 0:
-            raise ValueError(f"teacher.feature_layer must be a hidden-state index in [-{layers + 1}, {layers}] other than 0, got {self.feature_layer}")
+            raise ConfigError("feature_layer", f"must be a hidden-state index in [-{layers + 1}, {layers}] other than 0, got {self.feature_layer}")
 
     @property
     def image_size(self) -> int:
@@ -78,9 +73,30 @@ class TeacherConfig:
         return int(self.hf_config["hidden_size"])
 
     @property
+    def num_layers(self) -> int:
+        return int(self.hf_config.get("num_hidden_layers", 12))
+
+    @property
     def grid_size(self) -> int:
         """Side of the teacher's patch grid (a stride-p convolution without padding)."""
         return (self.image_size - self.patch_size) // self.patch_size + 1
+
+
+# Sizes in the teacher's Hugging Face config that this package reads (the first three must be
+# given); each must be a positive integer, or the tower would fail to build with a TypeError.
+_HF_REQUIRED = ("image_size", "patch_size", "hidden_size")
+_HF_OPTIONAL = ("intermediate_size", "num_hidden_layers", "num_attention_heads", "num_channels")
+
+
+def _check_hf_config(hf_config: dict[str, Any]) -> None:
+    for key in _HF_REQUIRED:
+        if key not in hf_config:
+            raise ConfigError("hf_config", f"must define {key!r}")
+    for key in _HF_REQUIRED + _HF_OPTIONAL:
+        if key in hf_config:
+            value = check_value(hf_config[key], int, f"hf_config.{key}")
+            if value < 1:
+                raise ConfigError(f"hf_config.{key}", f"must be >= 1, got {value}")
 
 
 @dataclass
@@ -93,17 +109,27 @@ class ViTConfig:
     mlp_ratio: float = 4.0
 
     def __post_init__(self) -> None:
-        if min(self.width, self.depth, self.num_heads) < 1:
-            raise ValueError(f"ViT width, depth and num_heads must be >= 1, got {self}")
+        check_fields(self)
+        for name in ("width", "depth", "num_heads"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.width % self.num_heads:
-            raise ValueError(f"ViT width {self.width} must be divisible by num_heads {self.num_heads}")
+            raise ConfigError("width", f"{self.width} must be divisible by num_heads {self.num_heads}")
         if self.mlp_ratio <= 0:
-            raise ValueError(f"mlp_ratio must be > 0, got {self.mlp_ratio}")
+            raise ConfigError("mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+
+
+# Refuse a model whose parameters and buffers alone would take more than this many bytes (float32),
+# before anything is allocated. The largest paper model (paper-384 with stage 3's ViT-L decoder)
+# needs about 3.2 GiB; 64 GiB leaves room for much larger experiments but refuses a typo such as
+# `codebook_size: 2**40`, which would otherwise run the machine out of memory or hang.
+MAX_MODEL_BYTES = 64 * 2**30
+_BYTES_PER_ELEMENT = 4  # float32 weights
 
 
 @dataclass
 class SemHiTokConfig:
-    """Architecture of a SemHiTok tokenizer (DESIGN.md §1).
+    """Architecture of a SemHiTok tokenizer (paper §3 and Tab. 3).
 
     Attributes:
         teacher: the frozen semantic encoder.
@@ -141,18 +167,19 @@ class SemHiTokConfig:
     pixel_dead_code_threshold: float = 0.0
 
     def __post_init__(self) -> None:
-        self.teacher = config_section("teacher", self.teacher, TeacherConfig)
-        for name in ("semantic_decoder", "pixel_encoder", "pixel_decoder"):
-            setattr(self, name, config_section(name, getattr(self, name), ViTConfig))
+        check_fields(self)
         for name in ("pixel_patch_size", "codebook_size", "semantic_dim", "subcodebook_size", "pixel_dim", "semantic_head_hidden"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.commitment_weight < 0 or self.pixel_commitment_weight < 0:
-            raise ValueError("commitment weights must be >= 0")
-        if self.dead_code_threshold < 0 or self.pixel_dead_code_threshold < 0:
-            raise ValueError("dead-code thresholds must be >= 0")
+            raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
+        for name in ("commitment_weight", "pixel_commitment_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"commitment weights must be >= 0, got {getattr(self, name)}")
+        for name in ("dead_code_threshold", "pixel_dead_code_threshold"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"dead-code thresholds must be >= 0, got {getattr(self, name)}")
+        self._check_size()
 
     # ---- derived sizes -------------------------------------------------------------------
     @property
@@ -173,6 +200,53 @@ class SemHiTokConfig:
     def vocab_size(self) -> int:
         return self.codebook_size * self.subcodebook_size
 
+    # ---- memory --------------------------------------------------------------------------
+    def size_terms(self) -> list[SizeTerm]:
+        """The model's parameter and buffer element counts, module by module (see ``SizeTerm``).
+
+        Counted from the shapes the modules build (``modeling/*.py``, the quantizers and the
+        Hugging Face vision tower without its pooling head), so no tensor has to be allocated.
+        """
+        t, n = self.teacher, self.num_tokens
+        h, layers = t.hidden_size, t.num_layers
+        inner = int(t.hf_config.get("intermediate_size", 4 * h))
+        channels = int(t.hf_config.get("num_channels", 3))
+        positions = n + (1 if t.kind == "clip" else 0)  # CLIP adds a class token
+        hf = "teacher.hf_config."
+        K, d_s, m, d_p, p = self.codebook_size, self.semantic_dim, self.subcodebook_size, self.pixel_dim, self.pixel_patch_size
+        decoder_in = d_p + (d_s if self.decoder_uses_semantic else 0)
+        return [
+            SizeTerm("teacher blocks", layers * (4 * h * h + 2 * h * inner + inner + 9 * h),
+                     {hf + "num_hidden_layers": (layers, 1), hf + "hidden_size": (h, 2), hf + "intermediate_size": (inner, 1)}),
+            SizeTerm("teacher embeddings", channels * t.patch_size**2 * h + (positions + 4) * h,
+                     {hf + "patch_size": (t.patch_size, 2), hf + "image_size": (t.image_size, 2), hf + "hidden_size": (h, 1)}),
+            SizeTerm("semantic head", h * self.semantic_head_hidden + self.semantic_head_hidden * (d_s + 1) + d_s,
+                     {"semantic_head_hidden": (self.semantic_head_hidden, 1), hf + "hidden_size": (h, 1)}),
+            # EMA codebook: embed and embed_sum (K x d_s), cluster_size (K), the `initialized` flag.
+            SizeTerm("semantic codebook and its EMA statistics", 2 * K * d_s + K + 1,
+                     {"codebook_size": (K, 1), "semantic_dim": (d_s, 1)}),
+            _vit_term("semantic_decoder", self.semantic_decoder, n, d_s * self.semantic_decoder.width + (self.semantic_decoder.width + 1) * h),
+            _vit_term("pixel_encoder", self.pixel_encoder, n, 3 * p * p * self.pixel_encoder.width + (self.pixel_encoder.width + 1) * d_p),
+            # Sub-codebooks (K x m x d_p) and their usage EMA (K x m).
+            SizeTerm("pixel sub-codebooks", K * m * (d_p + 1),
+                     {"codebook_size": (K, 1), "subcodebook_size": (m, 1), "pixel_dim": (d_p, 1)}),
+            _vit_term("pixel_decoder", self.pixel_decoder, n, decoder_in * self.pixel_decoder.width + (self.pixel_decoder.width + 1) * 3 * p * p),
+        ]
+
+    def estimated_bytes(self) -> int:
+        """Bytes of all parameters and buffers in float32 (within about 1% of the built model)."""
+        return _BYTES_PER_ELEMENT * sum(term.elements for term in self.size_terms())
+
+    def _check_size(self) -> None:
+        terms = self.size_terms()
+        total = _BYTES_PER_ELEMENT * sum(term.elements for term in terms)
+        if total <= MAX_MODEL_BYTES:
+            return
+        worst = max(terms, key=lambda term: term.elements)
+        key, value = worst.main_field()
+        raise ConfigError(key, f"{value} makes the model need about {_human_bytes(total)} for its parameters and buffers "
+                          f"({_human_bytes(_BYTES_PER_ELEMENT * worst.elements)} in the {worst.label}), over the {_human_bytes(MAX_MODEL_BYTES)} limit")
+
     # ---- (de)serialisation ---------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -182,13 +256,11 @@ class SemHiTokConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SemHiTokConfig:
-        d = dict(d)
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown SemHiTok config keys: {', '.join(unknown)}")
+        if not isinstance(d, Mapping):
+            raise ConfigError("", f"a SemHiTok config must be a mapping, got {describe(d)}")
+        check_known_keys("", d, cls)
         if "teacher" not in d:
-            raise ValueError("a SemHiTok config needs a 'teacher' section")
+            raise ConfigError("", "a SemHiTok config needs a 'teacher' section")
         return cls(**d)
 
     def to_json(self, path: str | Path) -> None:
@@ -201,8 +273,8 @@ class SemHiTokConfig:
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> SemHiTokConfig:
         """Build a named preset (``tiny``, ``paper-256``, ``paper-384``) with keyword overrides."""
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
         return cls.from_dict(merge_dicts(PRESETS[name](), overrides))
 
     @classmethod
@@ -214,7 +286,16 @@ class SemHiTokConfig:
         raw = load_yaml(path) or {}
         if not isinstance(raw, dict):
             raise ValueError(f"{path}: expected a mapping at the top level")
-        section = raw.get("model", raw)
+        try:
+            return cls.from_section(raw.get("model", raw))
+        except ConfigError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def from_section(cls, section: Any) -> SemHiTokConfig:
+        """A ``model:`` section: ``preset:`` plus overrides, or a complete config."""
+        if not isinstance(section, Mapping):
+            raise ConfigError("", f"the model section must be a mapping, got {describe(section)}")
         section = dict(section)
         preset = section.pop("preset", None)
         if preset is None:
@@ -222,17 +303,44 @@ class SemHiTokConfig:
         return cls.from_preset(preset, **section)
 
 
+@dataclass(frozen=True)
+class SizeTerm:
+    """Elements of one part of the model, and the config fields it grows with.
+
+    ``fields`` maps a dotted key to ``(value, exponent)``: the term grows like value**exponent, so
+    the field to blame for a too-large term is the one with the largest value**exponent.
+    """
+
+    label: str
+    elements: int
+    fields: dict[str, tuple[int | float, int]]
+
+    def main_field(self) -> tuple[str, int | float]:
+        key = max(self.fields, key=lambda k: float(self.fields[k][0]) ** self.fields[k][1])
+        return key, self.fields[key][0]
+
+
+def _vit_term(name: str, cfg: ViTConfig, num_tokens: int, projections: int) -> SizeTerm:
+    """A ``ViTTrunk`` (position embedding, blocks, final norm) plus its module's projections."""
+    w, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
+    # Per block: two LayerNorms (4w), qkv (3w^2 + 3w), proj (w^2 + w), MLP (2 w hidden + hidden + w).
+    block = 4 * w + 4 * w * w + 4 * w + 2 * w * hidden + hidden + w
+    elements = num_tokens * w + cfg.depth * block + 2 * w + projections
+    return SizeTerm(name, elements, {f"{name}.width": (w, 2), f"{name}.depth": (cfg.depth, 1), f"{name}.mlp_ratio": (cfg.mlp_ratio, 1)})
+
+
+def _human_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if value < 1024 or unit == "PiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
 def config_section(name: str, value: Any, cls: type) -> Any:
     """A nested config section given as a dataclass or a dict of its fields (unknown keys refused)."""
-    if isinstance(value, cls):
-        return value
-    if not isinstance(value, dict):
-        raise ValueError(f"config section {name!r} must be a mapping, got {type(value).__name__}")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(value) - known)
-    if unknown:
-        raise ValueError(f"unknown keys in config section {name!r}: {', '.join(unknown)}")
-    return cls(**value)
+    return build_section(name, value, cls)
 
 
 def merge_dicts(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import common
 from .common import info
-from .errors import CLIError, one_line
+from .errors import CLIError, one_line, os_reason
+
+if TYPE_CHECKING:
+    from ..training import TrainConfig
 
 NAME = "train"
 HELP = "train one stage (semantic | pixel | decoder)"
@@ -16,11 +21,15 @@ EXAMPLE = """\
 examples:
   semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1
   semhitok train configs/tiny/stage2_pixel.yaml --data assets/photos --init runs/s1/model --out runs/s2
-  semhitok train configs/tiny/stage1_semantic.yaml --out runs/s1 --resume optim.lr=3e-4
+  semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1 --resume
+  semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1 --resume --allow-config-change optim.lr=3e-4
   torchrun --nproc_per_node 8 -m semhitok train configs/paper/stage1_semantic.yaml --out runs/s1
 
-The run folder gets config.yaml, run.jsonl (git revision, versions), metrics.jsonl, tensorboard/,
-checkpoints/ and, at the end, model/ (a SemHiTok folder for --init of the next stage)."""
+The run folder gets config.yaml, run.jsonl (git revision, versions, config changes), metrics.jsonl,
+tensorboard/, checkpoints/ and, at the end, model/ (a SemHiTok folder for --init of the next stage).
+One train at a time per run folder (a lock). Ctrl-C or SIGTERM: the step finishes, a checkpoint is
+saved, exit 130 / 143; a second Ctrl-C stops at once. Under torchrun, SEMHITOK_DIST_TIMEOUT
+(seconds, default 600) bounds how long ranks wait for each other."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,14 +40,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config name>)")
     p.add_argument("--init", metavar="MODEL_DIR", help="start from this SemHiTok folder (the previous stage's model/)")
     p.add_argument("--max-steps", type=common.positive_int, metavar="N", help="stop after N optimizer steps (overrides run.max_steps)")
-    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (same config)")
+    p.add_argument(
+        "--allow-config-change", action="store_true",
+        help="with --resume: accept a config that differs from the run's config.yaml (recorded in run.jsonl)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar: one log line every run.log_every steps")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import BadDataError
-    from ..training import TrainConfig, TrainingError, train
+    from ..training import TrainingAborted, TrainingError, TrainingInterrupted, train
+
+    if args.allow_config_change and not args.resume:
+        raise CLIError("--allow-config-change only applies with --resume")
+    config = _load_config(args)
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    try:
+        result = train(config, run_dir, data_path=args.data, resume=args.resume, allow_config_change=args.allow_config_change, quiet=args.quiet)
+    except (TrainingInterrupted, TrainingAborted) as exc:
+        # Not an error: the user (or the scheduler) stopped the run. One line, the shell's 128 + signal.
+        if _is_main_rank():
+            print(f"semhitok: {one_line(exc)}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except (TrainingError, BadDataError, FileNotFoundError, ValueError) as exc:
+        raise CLIError(one_line(exc)) from exc
+    except OSError as exc:  # e.g. the run folder's disk is full or read-only
+        raise CLIError(_os_message(exc)) from exc
+    if _is_main_rank():
+        info(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s); model: {result.model_dir}")
+    return 0
+
+
+def _load_config(args: argparse.Namespace) -> TrainConfig:
+    from ..training import TrainConfig
 
     config_path = Path(args.config)
     if not config_path.is_file():
@@ -49,16 +85,19 @@ def run(args: argparse.Namespace) -> int:
     if args.max_steps:
         overrides.append(f"run.max_steps={args.max_steps}")
     try:
-        config = TrainConfig.from_yaml(config_path, overrides)
+        return TrainConfig.from_yaml(config_path, overrides)
     except ValueError as exc:
         raise CLIError(f"{args.config}: {one_line(exc)}") from exc
-    run_dir = Path(args.out) if args.out else Path("runs") / config_path.stem
-    try:
-        result = train(config, run_dir, data_path=args.data, resume=args.resume, quiet=args.quiet)
-    except (TrainingError, BadDataError, FileNotFoundError, ValueError) as exc:
-        raise CLIError(one_line(exc)) from exc
+
+
+def _is_main_rank() -> bool:
     import torch.distributed as dist
 
-    if not dist.is_initialized() or dist.get_rank() == 0:
-        info(f"trained {result.steps} steps ({result.images_per_second:.1f} images/s); model: {result.model_dir}")
-    return 0
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def _os_message(exc: OSError) -> str:
+    """``PATH: reason`` for a plain OSError; an OutputError's own one-line message names its path."""
+    if exc.filename:
+        return f"{exc.filename}: {os_reason(exc)}"
+    return one_line(exc) or os_reason(exc)

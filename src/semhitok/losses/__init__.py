@@ -5,7 +5,7 @@ Every loss is an ``nn.Module`` returning a dict of named scalar tensors with the
 """
 
 from .backbone import FeatureBackbone, TinyConvBackbone
-from .config import LossConfig
+from .config import VGG_WEIGHTS_HINT, LossConfig, SemanticLossConfig
 from .gan import (
     PatchDiscriminator,
     adaptive_weight,
@@ -39,12 +39,14 @@ __all__ = [
     "VGG16_CHANNELS",
     "VGG16_CONV_INDICES",
     "VGG16_TAPS",
+    "VGG_WEIGHTS_HINT",
     "FeatureBackbone",
     "LossConfig",
     "PatchDiscriminator",
     "PerceptualLoss",
     "PixelReconstructionLoss",
     "SemanticDistillationLoss",
+    "SemanticLossConfig",
     "TinyConvBackbone",
     "VGG16Features",
     "adaptive_weight",

@@ -1,13 +1,45 @@
-"""Weights and switches of the stage-2/3 pixel loss."""
+"""Typed, validated weights and switches of the training losses (stage 1, and stages 2/3)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
+
+from ..config_types import ConfigError, check_fields
+
+# What the refusal of a perceptual term without real VGG16 weights tells the user to do.
+VGG_WEIGHTS_HINT = (
+    "give loss.vgg_weights=/path/to/vgg16.pth (torchvision's ImageNet VGG16, vgg16-397923af.pth, "
+    "or a .safetensors file with its keys) or turn the term off with loss.perceptual_weight=0"
+)
+
+
+@dataclass
+class SemanticLossConfig:
+    """Configuration of ``SemanticDistillationLoss`` (stage 1).
+
+    Attributes:
+        cosine_weight: weight of the per-token cosine distance to the teacher's features.
+        l1_weight: weight of the L1 distance (0 disables it; it is still reported).
+    """
+
+    cosine_weight: float = 1.0
+    l1_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        for name in ("cosine_weight", "l1_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass
 class LossConfig:
     """Configuration of ``PixelReconstructionLoss`` (defaults from taming / LlamaGen).
+
+    A positive ``perceptual_weight`` needs real VGG16 weights (``vgg_weights``): LPIPS on a random
+    network measures nothing useful, so the config is refused without them unless it asks for a
+    random network with ``perceptual_backbone: random`` (tests and smoke runs only).
 
     Attributes:
         rec_loss: ``"l1"`` or ``"l2"`` pixel reconstruction loss (mean over elements).
@@ -20,12 +52,15 @@ class LossConfig:
         adaptive_weight_max: clamp of the adaptive weight.
         disc_base_channels: first-layer width of the PatchGAN discriminator.
         disc_layers: number of stride-2 layers of the discriminator.
-        vgg_weights: optional torchvision-format VGG16 file for the perceptual backbone (else random).
+        vgg_weights: torchvision-format VGG16 file for the perceptual backbone; required when
+            ``perceptual_weight > 0`` and ``perceptual_backbone`` is ``vgg16``.
+        perceptual_backbone: ``"vgg16"`` (from ``vgg_weights``) or ``"random"`` (a randomly
+            initialised VGG16, explicitly asked for; never for a real run).
         lpips_heads: ``"torchmetrics"`` (LPIPS's heads from the installed torchmetrics), a file, or
             ``None`` (all-ones heads).
     """
 
-    rec_loss: str = "l1"
+    rec_loss: Literal["l1", "l2"] = "l1"
     rec_weight: float = 1.0
     codebook_weight: float = 1.0
     perceptual_weight: float = 1.0
@@ -36,21 +71,26 @@ class LossConfig:
     disc_base_channels: int = 64
     disc_layers: int = 3
     vgg_weights: str | None = None
+    perceptual_backbone: Literal["vgg16", "random"] = "vgg16"
     lpips_heads: str | None = "torchmetrics"
 
     def __post_init__(self) -> None:
-        if self.rec_loss not in ("l1", "l2"):
-            raise ValueError(f"rec_loss must be 'l1' or 'l2', got {self.rec_loss!r}")
-        for name in ("rec_weight", "codebook_weight", "perceptual_weight", "disc_weight"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if not isinstance(self.disc_start, int) or isinstance(self.disc_start, bool) or self.disc_start < 0:
-            raise ValueError(f"disc_start must be an int >= 0, got {self.disc_start!r}")
-        if not self.adaptive_weight_max > 0:
-            raise ValueError(f"adaptive_weight_max must be > 0, got {self.adaptive_weight_max!r}")
-        if self.disc_base_channels < 1 or self.disc_layers < 1:
-            raise ValueError(
-                f"disc_base_channels and disc_layers must be >= 1, got "
-                f"{self.disc_base_channels}, {self.disc_layers}"
+        check_fields(self)
+        for name in ("rec_weight", "codebook_weight", "perceptual_weight", "disc_weight", "disc_start"):
+            if getattr(self, name) < 0:
+                raise ConfigError(name, f"must be >= 0, got {getattr(self, name)}")
+        if self.adaptive_weight_max <= 0:
+            raise ConfigError("adaptive_weight_max", f"must be > 0, got {self.adaptive_weight_max}")
+        for name in ("disc_base_channels", "disc_layers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.vgg_weights == "":
+            raise ConfigError("vgg_weights", "is empty; give a file path or null")
+        if self.perceptual_backbone == "random" and self.vgg_weights is not None:
+            raise ConfigError("perceptual_backbone", "is 'random' but vgg_weights names a file; drop one of them")
+        if self.perceptual_weight > 0 and self.perceptual_backbone == "vgg16" and self.vgg_weights is None:
+            raise ConfigError(
+                "vgg_weights",
+                f"perceptual_weight is {self.perceptual_weight:g} but no VGG16 weights are given, "
+                f"and a random VGG16 would make the perceptual term meaningless: {VGG_WEIGHTS_HINT}",
             )

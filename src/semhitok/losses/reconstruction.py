@@ -32,9 +32,10 @@ class PixelReconstructionLoss(nn.Module):
     weight cannot be computed and is 0, as in taming: the reported total then has no GAN term.
 
     Args:
-        config: weights and switches.
+        config: weights and switches (default: ``LossConfig()``, which needs ``vgg_weights``).
         perceptual: a ready ``PerceptualLoss`` (e.g. on a tiny backbone); default: built from
-            ``config`` (VGG16, ``vgg_weights``, ``lpips_heads``) when ``perceptual_weight > 0``.
+            ``config`` (VGG16 from ``vgg_weights``, or random when ``perceptual_backbone`` is
+            ``random``; ``lpips_heads``) when ``perceptual_weight > 0``.
         discriminator: a ready discriminator mapping (B, 3, H, W) in [0, 1] to logits; default: a
             ``PatchDiscriminator`` from ``config`` when ``disc_weight > 0``. ``discriminator_loss``
             scores real and fake images in one concatenated batch, which is exact for per-sample
@@ -50,6 +51,8 @@ class PixelReconstructionLoss(nn.Module):
         super().__init__()
         self.config = config = config if config is not None else LossConfig()
         if perceptual is None and config.perceptual_weight > 0:
+            # LossConfig refuses a vgg16 backbone without weights, so vgg_weights=None here means
+            # the config asked for a random VGG16 explicitly (perceptual_backbone: random).
             perceptual = PerceptualLoss(vgg_weights=config.vgg_weights, head_weights=config.lpips_heads)
         self.perceptual = perceptual
         if discriminator is None and config.disc_weight > 0:

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .config import SemanticLossConfig
+
 if TYPE_CHECKING:
     from ..modeling.outputs import SemanticForwardOutput
 
@@ -21,18 +23,17 @@ class SemanticDistillationLoss(nn.Module):
     codebook term is zero). Everything is computed in float32 whatever the autocast dtype.
 
     Args:
-        cosine_weight: weight of the cosine distance term (>= 0).
-        l1_weight: weight of the L1 term (>= 0; 0 disables it, it is still reported, without graph).
+        config: the two weights (default ``SemanticLossConfig()``: cosine 1, L1 0). An L1 weight
+            of 0 disables that term; it is still reported, without graph.
     """
 
-    def __init__(self, cosine_weight: float = 1.0, l1_weight: float = 0.0) -> None:
+    def __init__(self, config: SemanticLossConfig | None = None) -> None:
         super().__init__()
-        if cosine_weight < 0 or l1_weight < 0:
-            raise ValueError(
-                f"loss weights must be >= 0, got cosine_weight={cosine_weight}, l1_weight={l1_weight}"
-            )
-        self.cosine_weight = float(cosine_weight)
-        self.l1_weight = float(l1_weight)
+        self.config = config = config if config is not None else SemanticLossConfig()
+        if not isinstance(config, SemanticLossConfig):
+            raise TypeError(f"SemanticDistillationLoss needs a SemanticLossConfig, got {type(config).__name__}")
+        self.cosine_weight = config.cosine_weight
+        self.l1_weight = config.l1_weight
 
     def forward(self, out: SemanticForwardOutput) -> dict[str, Tensor]:
         """Loss terms of one stage-1 forward.

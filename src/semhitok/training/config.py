@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..config import SemHiTokConfig, config_section, merge_dicts
+from ..config import SemHiTokConfig, merge_dicts
+from ..config_types import ConfigError, build_section, check_fields, check_known_keys, check_partial, describe
+from ..losses.config import LossConfig, SemanticLossConfig
 from ..yaml_io import load_yaml
 from .overrides import apply_overrides
 from .stages import TRAINED_MODULES
@@ -27,20 +30,33 @@ class OptimConfig:
     disc_lr: float | None = None  # discriminator learning rate (default: lr)
 
     def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
-        if self.lr <= 0 or self.min_lr < 0 or self.min_lr > self.lr:
-            raise ValueError(f"need 0 <= optim.min_lr <= optim.lr and optim.lr > 0, got lr={self.lr}, min_lr={self.min_lr}")
-        if self.weight_decay < 0 or len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
-            raise ValueError("optim.weight_decay must be >= 0 and optim.betas two values in [0, 1)")
-        if self.warmup_steps < 0 or self.grad_accum < 1:
-            raise ValueError("optim.warmup_steps must be >= 0 and optim.grad_accum >= 1")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ValueError("optim.grad_clip must be > 0 or null")
+        check_fields(self)
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError("min_lr", f"must be in [0, lr = {self.lr}], got {self.min_lr}")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("betas", f"must be two values in [0, 1), got {list(self.betas)}")
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        if self.grad_accum < 1:
+            raise ConfigError("grad_accum", f"must be >= 1, got {self.grad_accum}")
+        for name in ("grad_clip", "disc_lr"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(name, f"must be > 0 or null, got {value}")
 
 
 @dataclass
 class DataConfig:
-    """Where the images come from and how they are batched (``--data`` overrides ``path``)."""
+    """Where the images come from and how they are batched (``--data`` overrides ``path``).
+
+    ``batch_size`` is per process (rank): each optimizer step sees
+    ``batch_size x world size x optim.grad_accum`` images in all (``training/batches.py`` gives
+    every rank its own ``batch_size`` images per micro-batch).
+    """
 
     path: str | None = None
     batch_size: int = 8
@@ -51,14 +67,14 @@ class DataConfig:
     min_seen: int = 100  # the bad-fraction threshold applies once this many files were read
 
     def __post_init__(self) -> None:
-        if self.min_seen < 1:
-            raise ValueError("data.min_seen must be >= 1")
-        if self.batch_size < 1 or self.num_workers < 0:
-            raise ValueError("data.batch_size must be >= 1 and data.num_workers >= 0")
-        if self.crop not in ("center", "random"):
-            raise ValueError(f"data.crop must be 'center' or 'random', got {self.crop!r}")
+        check_fields(self)
+        if self.path == "":
+            raise ConfigError("path", "is empty; give a folder or shard pattern, or null")
+        for name, low in (("batch_size", 1), ("num_workers", 0), ("min_seen", 1)):
+            if getattr(self, name) < low:
+                raise ConfigError(name, f"must be >= {low}, got {getattr(self, name)}")
         if not 0 <= self.max_bad_fraction <= 1:
-            raise ValueError("data.max_bad_fraction must be in [0, 1]")
+            raise ConfigError("max_bad_fraction", f"must be in [0, 1], got {self.max_bad_fraction}")
 
 
 @dataclass
@@ -75,12 +91,17 @@ class RunConfig:
     keep_last: int = 3
 
     def __post_init__(self) -> None:
-        if self.max_steps < 1 or self.log_every < 1 or self.checkpoint_every < 1 or self.keep_last < 1:
-            raise ValueError("run.max_steps, log_every, checkpoint_every and keep_last must be >= 1")
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"run.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        check_fields(self)
+        for name in ("max_steps", "log_every", "checkpoint_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range
+            raise ConfigError("seed", f"must be in [0, 2**63), got {self.seed}")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
-            raise ValueError("run.ema_decay must be in (0, 1) or null")
+            raise ConfigError("ema_decay", f"must be in (0, 1) or null, got {self.ema_decay}")
+
+
+StageName = Literal["semantic", "pixel", "decoder"]
 
 
 @dataclass
@@ -90,59 +111,93 @@ class TrainConfig:
     Attributes:
         stage: ``semantic`` (stage 1), ``pixel`` (stage 2) or ``decoder`` (stage 3).
         model: the architecture: ``preset:`` plus overrides, or overrides on the ``init`` model's
-            config (see :meth:`model_config`).
+            config (see :meth:`model_config`). Its keys and value types are checked at load; with
+            ``init`` the ranges are checked once merged onto the init folder's config.
         init: a SemHiTok folder (``semhitok export`` of the previous stage) to start from.
-        loss: loss weights, validated by the stage's loss (see ``semhitok.losses``).
+        loss: the stage's loss settings: a ``SemanticLossConfig`` for ``semantic``, a
+            ``LossConfig`` for ``pixel`` and ``decoder`` (given as a mapping of its fields).
     """
 
-    stage: str
+    stage: StageName
     model: dict[str, Any] = field(default_factory=dict)
     init: str | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     data: DataConfig = field(default_factory=DataConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    loss: dict[str, Any] = field(default_factory=dict)
+    loss: LossConfig | SemanticLossConfig | dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.stage not in TRAINED_MODULES:
-            raise ValueError(f"stage must be one of {', '.join(TRAINED_MODULES)}, got {self.stage!r}")
-        for name, cls in (("optim", OptimConfig), ("data", DataConfig), ("run", RunConfig)):
-            setattr(self, name, config_section(name, getattr(self, name), cls))
-        if not isinstance(self.model, dict) or not isinstance(self.loss, dict):
-            raise ValueError("the 'model' and 'loss' sections must be mappings")
+            raise ConfigError("stage", f"must be one of {', '.join(TRAINED_MODULES)}, got {describe(self.stage)}")
+        # `loss` is typed by the stage; everything else by its annotation.
+        check_fields(self, skip=("loss",))
+        loss_cls = SemanticLossConfig if self.stage == "semantic" else LossConfig
+        if self.loss is not None and not isinstance(self.loss, (Mapping, loss_cls)):
+            raise ConfigError("loss", f"stage {self.stage!r} takes a {loss_cls.__name__} mapping, got {describe(self.loss)}")
+        self.loss = build_section("loss", {} if self.loss is None else self.loss, loss_cls)
+        if self.init == "":
+            raise ConfigError("init", "is empty; give a model folder or null")
         if self.stage != "semantic" and self.init is None:
-            raise ValueError(f"stage {self.stage!r} starts from the previous stage's model: set 'init' (or --init)")
+            raise ConfigError("init", f"stage {self.stage!r} starts from the previous stage's model: set 'init' (or --init)")
         if self.init is None:
             if not self.model:
-                raise ValueError("a training config needs a 'model' section (e.g. preset: tiny) or an 'init' model folder")
+                raise ConfigError("model", "a training config needs a 'model' section (e.g. preset: tiny) or an 'init' model folder")
             self.model_config()  # validate now, not after the data has been opened
+        else:
+            if "preset" in self.model:
+                raise ConfigError("model.preset", "cannot be combined with 'init': the init model fixes the architecture")
+            # The values are merged onto the init folder's config later; their keys and types can
+            # be checked now, before any folder or data is opened.
+            self.model = check_partial("model", self.model, SemHiTokConfig)
 
     def model_config(self, init_config: SemHiTokConfig | None = None) -> SemHiTokConfig:
         """The architecture to train: the ``model`` section alone (``preset:`` + overrides), or,
         when starting from a model folder, that folder's config with ``model`` as overrides (stage
         3 enlarges the pixel decoder this way)."""
-        section = dict(self.model)
-        preset = section.pop("preset", None)
-        if init_config is not None:
-            if preset is not None:
-                raise ValueError("'model.preset' cannot be combined with 'init': the init model fixes the architecture")
-            return SemHiTokConfig.from_dict(merge_dicts(init_config.to_dict(), section))
-        return SemHiTokConfig.from_preset(preset, **section) if preset else SemHiTokConfig.from_dict(section)
+        try:
+            if init_config is not None:
+                if "preset" in self.model:
+                    raise ConfigError("preset", "cannot be combined with 'init': the init model fixes the architecture")
+                return SemHiTokConfig.from_dict(merge_dicts(init_config.to_dict(), self.model))
+            return SemHiTokConfig.from_section(self.model)
+        except ConfigError as exc:
+            raise exc.within("model") from None
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain YAML-safe values (tuples as lists) that :meth:`from_dict` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, raw: Any, overrides: list[str] | None = None) -> TrainConfig:
+        """Build from a mapping (a parsed YAML file), after ``key=value`` overrides."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError("", f"a training config must be a mapping at the top level, got {describe(raw)}")
+        raw = apply_overrides(dict(raw), overrides or [])
+        check_known_keys("", raw, cls)
+        if "stage" not in raw:
+            raise ConfigError("stage", f"missing: a training config needs 'stage' ({', '.join(TRAINED_MODULES)})")
+        return cls(**raw)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        """Read a YAML file, apply ``key=value`` overrides, validate."""
-        raw = load_yaml(path) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping at the top level")
-        raw = apply_overrides(raw, overrides or [])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {', '.join(unknown)}")
-        if "stage" not in raw:
-            raise ValueError(f"{path}: a training config needs 'stage' ({', '.join(TRAINED_MODULES)})")
-        return cls(**raw)
+        """Read a YAML file, apply ``key=value`` overrides, validate.
+
+        Raises:
+            ValueError: one line starting with the file's name (then the key, for a bad value).
+        """
+        try:
+            raw = load_yaml(path)  # YAML errors already name the file and the line
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+        try:
+            return cls.from_dict({} if raw is None else raw, overrides)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .. import __version__, distributed
 from ..data import SampleBatch, TransformConfig, build_dataset
-from ..losses import LossConfig, PixelReconstructionLoss, SemanticDistillationLoss
+from ..losses import PixelReconstructionLoss, SemanticDistillationLoss
 from ..modeling import SemHiTok
 from .batches import DataPosition, iterate_batches
 from .checkpoint import (
@@ -290,7 +290,8 @@ def _build_parts(config: TrainConfig, stage: Stage, init: str | None, ctx: distr
                     module.gradient_checkpointing = True
     model.to(device)
     pixel_stage = stage.pixel
-    loss_fn: nn.Module = PixelReconstructionLoss(LossConfig(**config.loss)) if pixel_stage else SemanticDistillationLoss(**config.loss)
+    # TrainConfig built config.loss as the stage's typed loss config (LossConfig / SemanticLossConfig).
+    loss_fn: nn.Module = PixelReconstructionLoss(config.loss) if pixel_stage else SemanticDistillationLoss(config.loss)
     loss_fn.to(device)
     discriminator = getattr(loss_fn, "discriminator", None) if stage.has_discriminator else None
 
