@@ -60,6 +60,8 @@ MAX_IMAGE_SIDE = 2**15
 # resize intermediate of fit_to_size at 64 x size^2 pixels.
 MAX_ASPECT_RATIO = 64
 
+_BOUNDS = f"at most {MAX_IMAGE_SIDE} pixels a side and {MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are decoded"
+
 # Integer greyscale modes and the full-scale value they are divided by.
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 _ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
@@ -136,15 +138,12 @@ def check_image_shape(height: int, width: int, name: str = "image") -> None:
     if height < 1 or width < 1:
         raise ImageSizeError(f"{name} has no pixels ({width}x{height})")
     if height > MAX_IMAGE_SIDE or width > MAX_IMAGE_SIDE or height * width > MAX_IMAGE_PIXELS:
-        raise ImageSizeError(
-            f"{name} is {width}x{height} pixels; at most {MAX_IMAGE_SIDE} pixels a side and "
-            f"{MAX_IMAGE_PIXELS / 1e6:.1f} megapixels are decoded"
-        )
+        raise ImageSizeError(f"{name} is {width}x{height} pixels; {_BOUNDS}")
     long_side, short_side = max(height, width), min(height, width)
     if long_side > MAX_ASPECT_RATIO * short_side:
         raise ImageSizeError(
             f"{name} is {width}x{height} pixels: an aspect ratio of {long_side / short_side:.0f}:1 is beyond the "
-            f"supported {MAX_ASPECT_RATIO}:1 (fitting it to the model would need a {long_side // short_side}-times longer resize)"
+            f"supported {MAX_ASPECT_RATIO}:1 (resizing its shorter side to the model's size would make the other {long_side // short_side} times that)"
         )
 
 
@@ -162,8 +161,12 @@ def _decode(fp: BinaryIO, name: str) -> Tensor:
                 # Converted inside the with block: a closed PIL image no longer gives its pixels.
                 upright = _exif_upright(im)
                 pixels, problem = _convert(upright)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ValueError(f"{name} is not an image file that can be read ({_reason(exc)})") from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # PIL's own limit, checked inside Image.open, is looser than ours: the same refusal.
+        raise ImageSizeError(f"{name} is too large to decode ({_reason(exc)}); {_BOUNDS}") from exc
+    except UnidentifiedImageError as exc:
+        # PIL's text names the file object, not the file; the name is already in front.
+        raise ValueError(f"{name} is not an image file that can be read (no image format recognised)") from exc
     except ImageSizeError:
         raise
     except (OSError, SyntaxError, EOFError, IndexError, TypeError, ValueError, struct_error) as exc:

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import json
 import math
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,3 +172,64 @@ def test_psnr_hand_computation():
     assert psnr(a, a) == math.inf
     with pytest.raises(ValueError):
         psnr(a, torch.zeros(3, 4, 5))
+
+
+# ---- hostile inputs through the command line (FIFOs, size bombs, bad-only folders, shard names) ----
+
+
+def _thin_png(path, width: int, height: int = 1) -> None:
+    Image.new("RGB", (width, height), (10, 20, 30)).save(path)
+
+
+def test_encode_refuses_size_bombs_in_one_line(tmp_path, cli, error_line, tiny_model):
+    _thin_png(tmp_path / "strip.png", 16000)  # aspect ratio 16000:1 (peaked at 1.2 GB before)
+    _thin_png(tmp_path / "long.png", 100000)  # 370 bytes, 100000 px a side (peaked at 5.3 GB)
+    for name, fragment in (("strip.png", "aspect ratio of 16000:1"), ("long.png", "100000x1 pixels")):
+        code, out, err = cli("encode", tmp_path / name, "--model", tiny_model, "-o", tmp_path / "t.npz")
+        assert code == 2 and out == ""
+        error_line(err, name, fragment)
+        assert not (tmp_path / "t.npz").exists()
+
+
+def test_encode_refuses_a_fifo_at_once(tmp_path, tiny_model):
+    # Through the console script: a blocked open() would hang here until the timeout.
+    os.mkfifo(tmp_path / "photo.png")
+    script = Path(sys.executable).with_name("semhitok")
+    proc = subprocess.run([str(script), "encode", str(tmp_path / "photo.png"), "--model", str(tiny_model), "-o", str(tmp_path / "t.npz")],
+                          capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("semhitok: error:") and "not a regular file" in lines[0]
+    assert not (tmp_path / "t.npz").exists()
+
+
+def test_eval_on_a_folder_of_only_bad_files_is_one_line(tmp_path, cli, error_line, tiny_model):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(12):
+        (data / f"bad{i:02d}.png").write_bytes(b"not a png at all")
+    _thin_png(data / "strip.png", 16000)
+    code, _, err = cli("eval", "--data", data, "--model", tiny_model, "-o", tmp_path / "report")
+    assert code == 2
+    line = error_line(err, "none of the 13 image files could be decoded", "first: bad00.png")
+    assert "bad01.png" not in line
+    assert not (tmp_path / "report").exists()
+
+
+def test_pipe_shard_name_runs_no_command(tmp_path, tiny_model):
+    members = {}
+    for i in range(2):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(buf, format="PNG")
+        members[f"k{i}.png"] = buf.getvalue()
+    hostile = "pipe:touch X;cat a.tar;#.tar"
+    with tarfile.open(tmp_path / hostile, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    script = Path(sys.executable).with_name("semhitok")
+    proc = subprocess.run([str(script), "eval", "--data", hostile, "--model", str(tiny_model), "-o", "report"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert not (tmp_path / "X").exists()
+    assert proc.returncode == 0, proc.stderr  # read as the file it is
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["images"] == 2

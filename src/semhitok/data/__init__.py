@@ -70,6 +70,7 @@ def build_dataset(
     max_bad_fraction: float = 0.05,
     min_seen: int = 100,
     shuffle_shards: bool = False,
+    bad_files_log: str | Path | None = None,
 ) -> Dataset | IterableDataset:
     """The reader for ``path``:
 
@@ -79,11 +80,17 @@ def build_dataset(
 
     Args:
         transform: image size, crop, flip (default: 256 px center crop; Fashion-MNIST: 28 px).
+        seed: per-sample augmentation and, with ``shuffle_shards``, the per-epoch shard order.
+        max_bad_fraction, min_seen: the :class:`BadDataTracker` threshold.
+        shuffle_shards: for tar shards, a new shard order every epoch (seeded, the same on every rank).
+        bad_files_log: file that lists every skipped undecodable file (one line each, appended);
+            None: they are logged at DEBUG level by the ``semhitok.data`` logger.
 
     Raises:
-        FileNotFoundError: the path does not exist. ValueError: it is a file that is not a shard.
+        FileNotFoundError: the path does not exist. ValueError: it is a file that is not a shard
+        (or a FIFO / device).
     """
-    tracker_kwargs = {"max_bad_fraction": max_bad_fraction, "min_seen": min_seen}
+    tracker_kwargs = {"max_bad_fraction": max_bad_fraction, "min_seen": min_seen, "log_path": bad_files_log}
     if is_shard_spec(path):
         return WebDatasetReader(
             path, transform or TransformConfig(), seed=seed, shuffle_shards=shuffle_shards, **tracker_kwargs

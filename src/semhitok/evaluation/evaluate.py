@@ -1,8 +1,10 @@
 """The fixed evaluation protocol: reconstruction quality, Fréchet distance, codebook usage.
 
-Protocol (written into every report): images are read from the dataset, resized so the shorter
-side equals the model's image size (bicubic, antialiased) and centre-cropped; the first
-``max_images`` in the dataset's order are used. Originals and reconstructions are both [0, 1]
+Protocol (written into every report): images are read from the dataset and decoded by
+:func:`semhitok.image_io.decode_image` (EXIF orientation applied, transparency on white),
+resized by :func:`semhitok.modeling.fit_to_size` so the shorter side equals the model's image size
+(bicubic, antialiased; no interpolation when it already does) and centre-cropped -- the pixels
+``semhitok encode`` and training see; the first ``max_images`` in the dataset's order are used. Originals and reconstructions are both [0, 1]
 images of the model's size; the Fréchet distance compares the feature statistics of the
 reconstructions against those of the originals (the reference statistics are cached per
 dataset, protocol and extractor).
@@ -39,11 +41,15 @@ def evaluate(
     cache_dir: str | Path | None = None,
     bf16: bool = False,
     progress: Any | None = None,
+    bad_files_log: str | Path | None = None,
 ) -> tuple[dict[str, Any], CodebookUsage]:
-    """Run the protocol; returns the report (a JSON-ready dict) and the raw code counts."""
+    """Run the protocol; returns the report (a JSON-ready dict) and the raw code counts.
+
+    ``bad_files_log``: a file listing every skipped undecodable image (else DEBUG log records).
+    """
     device = next(model.parameters()).device
-    protocol = {"image_size": model.image_size, "resize": "shorter side, bicubic antialiased", "crop": "center", "max_images": max_images}
-    dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"))
+    dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"), bad_files_log=bad_files_log)
+    protocol = eval_protocol(model.image_size, max_images)
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     limit = max_images
     if world > 1:
@@ -123,6 +129,23 @@ def evaluate(
         "seconds": time.perf_counter() - started,
     }
     return report, usage
+
+
+def eval_protocol(image_size: int, max_images: int) -> dict[str, Any]:
+    """What :func:`evaluate` does to the images, for the report and the reference-cache key.
+
+    The ``preprocessing`` version changes whenever the pixels change (version 2: one bicubic
+    path for training and evaluation, EXIF applied to tar members too), so reference statistics
+    cached under an older protocol are not reused.
+    """
+    return {
+        "image_size": image_size,
+        "decode": "semhitok.image_io.decode_image: EXIF orientation applied, alpha over white, 16-bit scaled by 65535",
+        "resize": "shorter side to image_size, torch bicubic antialiased (none when already that size), clamped to [0, 1]",
+        "crop": "center",
+        "max_images": max_images,
+        "preprocessing": 2,
+    }
 
 
 def report_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
