@@ -8,6 +8,7 @@ few-KiB tmpfs and a read-only tmpfs, mounted when the tests run as root (skipped
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ PHOTOS = Path(__file__).resolve().parents[2] / "src" / "semhitok" / "assets" / "
 @pytest.fixture
 def cli(capsys) -> Callable[..., tuple[int, str, str]]:
     def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()  # drop what fixtures printed before
         code = main([str(a) for a in args])
         captured = capsys.readouterr()
         return code, captured.out, captured.err
@@ -75,12 +77,20 @@ def _umount(target: Path) -> None:
 
 @pytest.fixture
 def full_fs(tmp_path) -> Iterator[Path]:
-    """A real 8 KiB tmpfs: the first output file of any size runs into ENOSPC."""
-    target = tmp_path / "full"
-    if not _mount(target, "size=8k"):
+    """A folder on a real, full file system: a 64 KiB tmpfs filled up by a file beside it, so the
+    first byte any output writes runs into ENOSPC."""
+    target = tmp_path / "fs"
+    if not _mount(target, "size=64k"):
         pytest.skip("mounting a small tmpfs needs root and mount(8)")
     try:
-        yield target
+        (target / "work").mkdir()
+        try:
+            with open(target / "filler", "wb", buffering=0) as f:
+                while True:
+                    f.write(b"\0" * 4096)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
+        yield target / "work"
     finally:
         _umount(target)
 
