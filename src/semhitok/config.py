@@ -218,19 +218,23 @@ class SemHiTokConfig:
         return [
             SizeTerm("teacher blocks", layers * (4 * h * h + 2 * h * inner + inner + 9 * h),
                      {hf + "num_hidden_layers": (layers, 1), hf + "hidden_size": (h, 2), hf + "intermediate_size": (inner, 1)}),
-            SizeTerm("teacher embeddings", channels * t.patch_size**2 * h + (positions + 4) * h,
-                     {hf + "patch_size": (t.patch_size, 2), hf + "image_size": (t.image_size, 2), hf + "hidden_size": (h, 1)}),
+            SizeTerm("teacher embeddings", channels * t.patch_size**2 * h + 4 * h,
+                     {hf + "patch_size": (t.patch_size, 2), hf + "hidden_size": (h, 1)}),
+            # One learned position per grid token in each of the four transformers: the term that
+            # grows with the grid, i.e. with the teacher's image_size / patch_size.
+            SizeTerm("position embeddings", positions * h + n * (self.semantic_decoder.width + self.pixel_encoder.width + self.pixel_decoder.width),
+                     {hf + "image_size": (t.image_size, 2)}),
             SizeTerm("semantic head", h * self.semantic_head_hidden + self.semantic_head_hidden * (d_s + 1) + d_s,
                      {"semantic_head_hidden": (self.semantic_head_hidden, 1), hf + "hidden_size": (h, 1)}),
             # EMA codebook: embed and embed_sum (K x d_s), cluster_size (K), the `initialized` flag.
             SizeTerm("semantic codebook and its EMA statistics", 2 * K * d_s + K + 1,
                      {"codebook_size": (K, 1), "semantic_dim": (d_s, 1)}),
-            _vit_term("semantic_decoder", self.semantic_decoder, n, d_s * self.semantic_decoder.width + (self.semantic_decoder.width + 1) * h),
-            _vit_term("pixel_encoder", self.pixel_encoder, n, 3 * p * p * self.pixel_encoder.width + (self.pixel_encoder.width + 1) * d_p),
+            _vit_term("semantic_decoder", self.semantic_decoder, d_s * self.semantic_decoder.width + (self.semantic_decoder.width + 1) * h),
+            _vit_term("pixel_encoder", self.pixel_encoder, 3 * p * p * self.pixel_encoder.width + (self.pixel_encoder.width + 1) * d_p),
             # Sub-codebooks (K x m x d_p) and their usage EMA (K x m).
             SizeTerm("pixel sub-codebooks", K * m * (d_p + 1),
                      {"codebook_size": (K, 1), "subcodebook_size": (m, 1), "pixel_dim": (d_p, 1)}),
-            _vit_term("pixel_decoder", self.pixel_decoder, n, decoder_in * self.pixel_decoder.width + (self.pixel_decoder.width + 1) * 3 * p * p),
+            _vit_term("pixel_decoder", self.pixel_decoder, decoder_in * self.pixel_decoder.width + (self.pixel_decoder.width + 1) * 3 * p * p),
         ]
 
     def estimated_bytes(self) -> int:
@@ -320,12 +324,12 @@ class SizeTerm:
         return key, self.fields[key][0]
 
 
-def _vit_term(name: str, cfg: ViTConfig, num_tokens: int, projections: int) -> SizeTerm:
-    """A ``ViTTrunk`` (position embedding, blocks, final norm) plus its module's projections."""
+def _vit_term(name: str, cfg: ViTConfig, projections: int) -> SizeTerm:
+    """A ``ViTTrunk`` (blocks, final norm; not its position embedding) plus its module's projections."""
     w, hidden = cfg.width, int(cfg.width * cfg.mlp_ratio)
     # Per block: two LayerNorms (4w), qkv (3w^2 + 3w), proj (w^2 + w), MLP (2 w hidden + hidden + w).
     block = 4 * w + 4 * w * w + 4 * w + 2 * w * hidden + hidden + w
-    elements = num_tokens * w + cfg.depth * block + 2 * w + projections
+    elements = cfg.depth * block + 2 * w + projections  # position embeddings: their own term
     return SizeTerm(name, elements, {f"{name}.width": (w, 2), f"{name}.depth": (cfg.depth, 1), f"{name}.mlp_ratio": (cfg.mlp_ratio, 1)})
 
 

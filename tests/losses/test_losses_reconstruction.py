@@ -1,7 +1,5 @@
 """Stage-2/3 pixel loss: config validation, total = weighted sum of its terms, disc_start switch."""
 
-import dataclasses
-
 import pytest
 import torch
 from torch import nn
@@ -53,20 +51,47 @@ def _forward(decoder, batch=2, size=16):
 
 
 def _loss(**overrides):
-    cfg = LossConfig(**{"disc_start": 5, "disc_base_channels": 8, "disc_layers": 2, **overrides})
+    # A ready perceptual loss is passed, so the config's backbone is never built; "random" only
+    # satisfies the config's refusal of a VGG16 without weights.
+    cfg = LossConfig(**{"disc_start": 5, "disc_base_channels": 8, "disc_layers": 2, "perceptual_backbone": "random", **overrides})
     perceptual = PerceptualLoss(TinyConvBackbone((4, 8)))
     return PixelReconstructionLoss(cfg, perceptual=perceptual)
 
 
 def test_config_defaults_and_validation():
-    cfg = LossConfig()
+    cfg = LossConfig(vgg_weights="vgg16.pth")
     assert (cfg.rec_weight, cfg.perceptual_weight, cfg.codebook_weight, cfg.disc_weight) == (1.0, 1.0, 1.0, 0.5)
-    assert (cfg.disc_start, cfg.adaptive_weight, cfg.rec_loss) == (20000, True, "l1")
-    for bad in ({"rec_loss": "l3"}, {"rec_weight": -1.0}, {"perceptual_weight": -0.1},
-                {"codebook_weight": -2}, {"disc_weight": -0.5}, {"disc_start": -1},
-                {"disc_start": 1.5}, {"disc_layers": 0}):  # fmt: skip
-        with pytest.raises(ValueError):
-            LossConfig(**bad)
+    assert (cfg.disc_start, cfg.adaptive_weight, cfg.rec_loss, cfg.perceptual_backbone) == (20000, True, "l1", "vgg16")
+    assert LossConfig(perceptual_weight=0).perceptual_weight == 0.0  # no LPIPS term: no weights needed
+    for bad, message in [
+        ({"rec_loss": "l3"}, "rec_loss: expected one of 'l1', 'l2', got 'l3' (str)"),
+        ({"rec_weight": -1.0}, "rec_weight: must be >= 0, got -1.0"),
+        ({"perceptual_weight": -0.1}, "perceptual_weight: must be >= 0, got -0.1"),
+        ({"codebook_weight": -2}, "codebook_weight: must be >= 0, got -2.0"),
+        ({"disc_weight": "0.5"}, "disc_weight: expected a number, got '0.5' (str)"),
+        ({"disc_start": -1}, "disc_start: must be >= 0, got -1"),
+        ({"disc_start": 1.5}, "disc_start: expected an integer, got 1.5 (float)"),
+        ({"disc_layers": 0}, "disc_layers: must be >= 1, got 0"),
+        ({"adaptive_weight": 1}, "adaptive_weight: expected true or false, got 1 (int)"),
+        ({"adaptive_weight_max": float("inf")}, "adaptive_weight_max: expected a finite number, got inf (float)"),
+        ({"vgg_weights": ""}, "vgg_weights: is empty; give a file path or null"),
+        ({"perceptual_backbone": "random", "vgg_weights": "v.pth"}, "perceptual_backbone: is 'random' but vgg_weights names a file"),
+    ]:
+        with pytest.raises(ValueError) as info:
+            LossConfig(**{"vgg_weights": "vgg16.pth", **bad})
+        assert str(info.value).startswith(message), bad
+
+
+def test_no_silent_random_vgg():
+    """A positive perceptual weight without VGG16 weights is refused, saying how to fix it,
+    unless a random network is asked for by name."""
+    for make in (LossConfig, PixelReconstructionLoss, lambda: LossConfig(perceptual_weight=0.5)):
+        with pytest.raises(ValueError) as info:
+            make()
+        message = str(info.value)
+        assert message.startswith("vgg_weights: perceptual_weight is ") and "\n" not in message
+        assert "loss.vgg_weights=/path/to/vgg16.pth" in message and "loss.perceptual_weight=0" in message
+    assert LossConfig(perceptual_backbone="random").vgg_weights is None
 
 
 @pytest.mark.parametrize("rec_loss", ["l1", "l2"])
@@ -98,7 +123,7 @@ def test_total_is_weighted_sum_after_disc_start(rec_loss):
 
 def test_before_disc_start_gan_is_exactly_zero_and_discriminator_unused():
     torch.manual_seed(0)
-    cfg = LossConfig(disc_start=5, perceptual_weight=0.5)
+    cfg = LossConfig(disc_start=5, perceptual_weight=0.5, perceptual_backbone="random")
     loss = PixelReconstructionLoss(
         cfg, perceptual=PerceptualLoss(TinyConvBackbone((4,))), discriminator=_ExplodingDiscriminator()
     )
@@ -145,8 +170,8 @@ def test_discriminator_loss():
 
 
 def test_default_construction():
-    cfg = LossConfig()
-    loss = PixelReconstructionLoss(dataclasses.replace(cfg, lpips_heads=None))
+    """An explicitly random VGG16 is built when asked for (real runs give vgg_weights)."""
+    loss = PixelReconstructionLoss(LossConfig(perceptual_backbone="random", lpips_heads=None))
     assert isinstance(loss.perceptual.backbone, VGG16Features)
     assert isinstance(loss.discriminator, PatchDiscriminator)
     bare = PixelReconstructionLoss(LossConfig(perceptual_weight=0.0, disc_weight=0.0))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from semhitok.losses import SemanticDistillationLoss
+from semhitok.losses import SemanticDistillationLoss, SemanticLossConfig
 from semhitok.modeling.outputs import SemanticForwardOutput
 from semhitok.quantizers import QuantizerOutput
 
@@ -40,7 +40,7 @@ def test_matches_hand_computation_and_total():
     target = torch.tensor([[[0.0, 2.0], [1.0, 0.0], [2.0, 3.0]]])
     expected_cos = (1.0 + (1.0 - 2**-0.5) + 0.0) / 3
     expected_l1 = (1 + 2 + 0 + 1 + 0 + 0) / 6
-    loss = SemanticDistillationLoss(cosine_weight=2.0, l1_weight=0.5)
+    loss = SemanticDistillationLoss(SemanticLossConfig(cosine_weight=2.0, l1_weight=0.5))
     out = loss(_out(pred, target, commitment=0.3))
     assert set(out) == {"loss", "cosine", "l1", "commitment"}
     assert out["cosine"].item() == pytest.approx(expected_cos, rel=1e-6)
@@ -52,14 +52,18 @@ def test_matches_hand_computation_and_total():
 def test_gradient_reaches_prediction_not_target():
     target = torch.randn(2, 3, 6, requires_grad=True)
     pred = torch.randn(2, 3, 6, requires_grad=True)
-    out = SemanticDistillationLoss(l1_weight=1.0)(_out(pred, target))
+    out = SemanticDistillationLoss(SemanticLossConfig(l1_weight=1.0))(_out(pred, target))
     out["loss"].backward()
     assert target.grad is None
     assert pred.grad is not None and pred.grad.abs().sum() > 0
 
 
 def test_rejects_bad_weights_and_shapes():
-    with pytest.raises(ValueError):
-        SemanticDistillationLoss(cosine_weight=-1.0)
+    with pytest.raises(ValueError, match=r"^cosine_weight: must be >= 0, got -1.0$"):
+        SemanticLossConfig(cosine_weight=-1.0)
+    with pytest.raises(ValueError, match=r"^l1_weight: expected a number, got 'x' \(str\)$"):
+        SemanticLossConfig(l1_weight="x")
+    with pytest.raises(TypeError, match="needs a SemanticLossConfig"):
+        SemanticDistillationLoss({"cosine_weight": 1.0})
     with pytest.raises(ValueError, match="same shape"):
         SemanticDistillationLoss()(_out(torch.randn(1, 2, 3), torch.randn(1, 2, 4)))

@@ -131,14 +131,14 @@ class TrainConfig:
             raise ConfigError("stage", f"must be one of {', '.join(TRAINED_MODULES)}, got {describe(self.stage)}")
         # `loss` is typed by the stage; everything else by its annotation.
         check_fields(self, skip=("loss",))
-        loss_cls = SemanticLossConfig if self.stage == "semantic" else LossConfig
-        if self.loss is not None and not isinstance(self.loss, (Mapping, loss_cls)):
-            raise ConfigError("loss", f"stage {self.stage!r} takes a {loss_cls.__name__} mapping, got {describe(self.loss)}")
-        self.loss = build_section("loss", {} if self.loss is None else self.loss, loss_cls)
         if self.init == "":
             raise ConfigError("init", "is empty; give a model folder or null")
         if self.stage != "semantic" and self.init is None:
             raise ConfigError("init", f"stage {self.stage!r} starts from the previous stage's model: set 'init' (or --init)")
+        loss_cls = SemanticLossConfig if self.stage == "semantic" else LossConfig
+        if self.loss is not None and not isinstance(self.loss, (Mapping, loss_cls)):
+            raise ConfigError("loss", f"stage {self.stage!r} takes a {loss_cls.__name__} mapping, got {describe(self.loss)}")
+        self.loss = build_section("loss", {} if self.loss is None else self.loss, loss_cls)
         if self.init is None:
             if not self.model:
                 raise ConfigError("model", "a training config needs a 'model' section (e.g. preset: tiny) or an 'init' model folder")
