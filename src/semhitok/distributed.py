@@ -31,6 +31,7 @@ __all__ = [
     "all_gather_tensors",
     "barrier",
     "is_distributed",
+    "mean_over_ranks",
     "rank",
     "setup",
     "timeout_from_env",
@@ -108,6 +109,15 @@ def barrier() -> None:
     """Wait for every rank (no-op in one process)."""
     if is_distributed():
         dist.barrier()
+
+
+def mean_over_ranks(t: Tensor) -> Tensor:
+    """The mean of ``t`` over all ranks (a new tensor; ``t`` itself in one process)."""
+    if not is_distributed():
+        return t
+    total = t.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / world_size()
 
 
 def all_gather_tensors(t: Tensor, device: torch.device) -> list[Tensor]:

@@ -6,7 +6,7 @@ import argparse
 
 from . import common
 from .common import info
-from .errors import CLIError, one_line
+from .errors import CLIError, one_line, os_reason
 
 NAME = "export"
 HELP = "a run's last checkpoint -> a model folder"
@@ -14,7 +14,9 @@ DESCRIPTION = "Export the last checkpoint of a training run (its EMA weights if 
 EXAMPLE = """\
 example:
   semhitok export runs/s1 -o models/stage1
-  semhitok train configs/tiny/stage2_pixel.yaml --init models/stage1 --data assets/photos"""
+  semhitok train configs/tiny/stage2_pixel.yaml --init models/stage1 --data assets/photos
+
+The folder is written whole or not at all (a full disk leaves nothing behind)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,5 +33,14 @@ def run(args: argparse.Namespace) -> int:
         out = export_model(args.run_dir, args.output)
     except (TrainingError, FileNotFoundError, ValueError) as exc:
         raise CLIError(one_line(exc)) from exc
+    except OSError as exc:  # the model folder is written whole or not at all; this names the path
+        raise CLIError(_os_message(exc)) from exc
     info(f"exported {args.run_dir} -> {out}")
     return 0
+
+
+def _os_message(exc: OSError) -> str:
+    """``PATH: reason`` for a plain OSError; an OutputError's own one-line message names its path."""
+    if exc.filename:
+        return f"{exc.filename}: {os_reason(exc)}"
+    return one_line(exc) or os_reason(exc)

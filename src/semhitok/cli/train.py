@@ -87,7 +87,7 @@ def _load_config(args: argparse.Namespace) -> TrainConfig:
     try:
         return TrainConfig.from_yaml(config_path, overrides)
     except ValueError as exc:
-        raise CLIError(f"{args.config}: {one_line(exc)}") from exc
+        raise CLIError(one_line(exc)) from exc  # from_yaml's messages start with the file's name
 
 
 def _is_main_rank() -> bool:

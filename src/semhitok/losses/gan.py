@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..distributed import mean_over_ranks
+
 
 def _group_norm(channels: int, max_groups: int = 32) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(max_groups, channels), channels, eps=1e-6, affine=True)
@@ -120,6 +122,9 @@ def adaptive_weight(
         )
     nll_grad = torch.autograd.grad(nll_loss, last_layer_weight, retain_graph=True)[0]
     g_grad = torch.autograd.grad(g_loss, last_layer_weight, retain_graph=True)[0]
+    # Under DDP each rank holds its share of the batch: average the gradients over the ranks (as
+    # DDP does for the update) so the weight is the whole batch's, as in one process.
+    nll_grad, g_grad = mean_over_ranks(nll_grad), mean_over_ranks(g_grad)
     weight = torch.norm(nll_grad) / (torch.norm(g_grad) + 1e-4)
     return torch.clamp(weight, 0.0, max_weight).detach()
 

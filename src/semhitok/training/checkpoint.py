@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import re
 import shutil
 import tempfile
@@ -28,8 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from .errors import CheckpointError
 
 _NAME = re.compile(r"^step_(\d{8})$")
 
@@ -154,13 +158,35 @@ def last_good_checkpoint(run_dir: str | Path) -> Checkpoint | None:
 
 
 def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load weights into ``model`` (strict) and return the training state (``weights_only``)."""
+    """Load weights into ``model`` (strict) and return the training state (``weights_only``).
+
+    Raises:
+        FileNotFoundError: a file is missing. CheckpointError: a file is damaged, holds code
+            (not weights-only), or its weights do not fit ``model``.
+    """
     folder = Path(path)
     for name in ("model.safetensors", "state.pt"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"checkpoint {folder} has no {name}")
-    model.load_state_dict(load_file(str(folder / "model.safetensors"), device=str(map_location)), strict=True)
-    return torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
+    try:
+        weights = load_file(str(folder / "model.safetensors"), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: unreadable model.safetensors ({_reason(exc)})") from exc
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {folder}: its weights do not fit the model ({_reason(exc)})") from exc
+    try:
+        return torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(f"checkpoint {folder}: state.pt is not a weights-only checkpoint; refusing to unpickle") from exc
+    except (OSError, RuntimeError, EOFError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: unreadable state.pt ({_reason(exc)})") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
 
 
 def rng_state() -> dict[str, Any]:

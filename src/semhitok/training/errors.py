@@ -5,11 +5,15 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-__all__ = ["RunFolderLocked", "TrainingAborted", "TrainingError", "TrainingInterrupted"]
+__all__ = ["CheckpointError", "RunFolderLocked", "TrainingAborted", "TrainingError", "TrainingInterrupted"]
 
 
 class TrainingError(RuntimeError):
     """A run cannot go on (bad config for this run folder, non-finite loss, ...): one clear line."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint folder that cannot be read back (damaged, not weights-only, wrong model)."""
 
 
 class RunFolderLocked(TrainingError):
