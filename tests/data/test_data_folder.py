@@ -92,7 +92,7 @@ def test_all_bad_files(tmp_path):
         ds[0]
     message = str(info.value)
     assert "\n" not in message
-    assert message.startswith(f"{tmp_path}: none of the 3 image files could be decoded (first: x0.png: ")
+    assert message.startswith(f"{tmp_path}: none of the 3 image files could be decoded (first: x0.png: not an image file that can be read")
     assert message.endswith(f"every bad file is listed in {log}")
     assert [line.split(":")[0] for line in log.read_text().splitlines()] == [f"skipped undecodable file x{i}.png" for i in range(3)]
 

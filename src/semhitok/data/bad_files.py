@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["BadDataError", "BadDataTracker"]
+__all__ = ["BadDataError", "BadDataTracker", "reason_for"]
 
 logger = logging.getLogger("semhitok.data")
 
@@ -40,6 +40,16 @@ class BadDataError(RuntimeError):
         if "\n" in text and _RERAISED_MARK in text:
             text = text.rsplit(_RERAISED_MARK, 1)[1]
         super().__init__(" ".join(text.split()))
+
+
+def reason_for(exc: BaseException, name: str) -> str:
+    """The one-line reason of a decoding error, without the file name its message starts with
+    (the tracker prints the name itself): ``"x.png is not an image ..."`` -> ``"not an image ..."``."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    for prefix in (f"{name} is ", f"{name}: ", f"{name} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
 
 
 @dataclass

@@ -13,20 +13,17 @@ every rank. Hidden files and folders (a leading ".") are ignored.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from semhitok.data.bad_files import BadDataError, BadDataTracker
+from semhitok.data.bad_files import BadDataError, BadDataTracker, reason_for
 from semhitok.data.sample import Sample, sample_generator
 from semhitok.data.transforms import ImageTransform, TransformConfig
 from semhitok.image_io import load_image
 
 __all__ = ["IMAGE_EXTENSIONS", "ImageFolderDataset", "list_image_files"]
-
-logger = logging.getLogger("semhitok.data")
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"})
 
@@ -117,7 +114,7 @@ class ImageFolderDataset(Dataset[Sample]):
                 image = load_image(self.files[i])
             except (ValueError, OSError) as exc:
                 # load_image's message already names the file; keep only the reason part.
-                self.tracker.record_bad(self.keys[i], _reason(exc, self.files[i]))
+                self.tracker.record_bad(self.keys[i], reason_for(exc, str(self.files[i])))
                 continue
             self.tracker.record_good()
             gen = sample_generator(self.seed, self.epoch, i) if self.transform.config.is_random else None
@@ -135,8 +132,3 @@ class ImageFolderDataset(Dataset[Sample]):
             return None
         return side.read_text(encoding="utf-8", errors="replace").strip()
 
-
-def _reason(exc: BaseException, path: Path) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    prefix = f"{path} "
-    return text[len(prefix):] if text.startswith(prefix) else text

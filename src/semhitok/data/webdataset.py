@@ -35,7 +35,7 @@ import braceexpand
 import torch
 from torch.utils.data import IterableDataset
 
-from semhitok.data.bad_files import BadDataTracker
+from semhitok.data.bad_files import BadDataTracker, reason_for
 from semhitok.data.sample import Sample, sample_generator
 from semhitok.data.sharding import current_rank_and_world, current_worker, worker_shard
 from semhitok.data.transforms import ImageTransform, TransformConfig
@@ -249,8 +249,7 @@ class WebDatasetReader(IterableDataset[Sample]):
         try:
             image = decode_image(data, name=name)
         except (ValueError, OSError) as exc:
-            text = _one_line(exc)
-            tracker.record_bad(name, text[len(name) + 1 :] if text.startswith(name + " ") else text)
+            tracker.record_bad(name, reason_for(exc, name))
             return None
         tracker.record_good()
         gen = sample_generator(self.seed, self.epoch, key) if self.transform.config.is_random else None
