@@ -73,3 +73,71 @@ def test_eval_under_torchrun_matches_one_process(tmp_path):
     assert b["frechet"]["value"] == pytest.approx(a["frechet"]["value"], rel=1e-6)
     assert b["psnr"] == pytest.approx(a["psnr"], rel=1e-9) and b["ssim"] == pytest.approx(a["ssim"], rel=1e-9)
     assert a["codebook"] == b["codebook"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong_shapes", "nan"])
+def test_corrupt_reference_cache_is_named_recomputed_and_replaced(tmp_path, capsys, tiny_model, damage):
+    """Before: a damaged cache file failed every later eval of that data with exit 1, unnamed."""
+    from safetensors.torch import load_file, save_file
+
+    cache = tmp_path / "cache"
+    argv = ["eval", "--model", str(tiny_model), "--data", str(PHOTOS), "--cache-dir", str(cache), "--max-images", "3"]
+    assert main([*argv, "-o", str(tmp_path / "first")]) == 0
+    first = json.loads((tmp_path / "first" / "report.json").read_text())
+    (cached,) = cache.glob("*.safetensors")
+    good = {k: v.clone() for k, v in load_file(str(cached)).items()}  # a copy: load_file maps the file
+    if damage == "truncated":
+        cached.write_bytes(cached.read_bytes()[:100])
+    elif damage == "garbage":
+        cached.write_bytes(b"not a cache file")
+    elif damage == "wrong_shapes":
+        save_file({"mu": good["mu"][:3], "sigma": good["sigma"]}, str(cached))
+    else:
+        save_file({"mu": good["mu"], "sigma": torch.full_like(good["sigma"], float("nan"))}, str(cached))
+    capsys.readouterr()
+    assert main([*argv, "-o", str(tmp_path / "second")]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.strip()]
+    assert len(warnings) == 1 and warnings[0].startswith("semhitok: warning: ") and str(cached) in warnings[0] and "recomputing" in warnings[0], err
+    second = json.loads((tmp_path / "second" / "report.json").read_text())
+    assert not second["frechet"]["reference_cached"] and second["frechet"]["value"] == pytest.approx(first["frechet"]["value"], rel=1e-6)
+    # The file was rewritten whole: the next run uses it again, silently.
+    repaired = load_file(str(cached))
+    assert torch.equal(repaired["mu"], good["mu"]) and torch.equal(repaired["sigma"], good["sigma"])
+    assert main([*argv, "-o", str(tmp_path / "third")]) == 0
+    assert capsys.readouterr().err == ""
+    assert json.loads((tmp_path / "third" / "report.json").read_text())["frechet"]["reference_cached"]
+    assert [p.name for p in cache.iterdir()] == [cached.name]  # no temporary files
+
+
+@pytest.mark.parametrize("command", ["eval", "visualize"])
+def test_folder_of_only_bad_files_is_one_line(tmp_path, capsys, tiny_model, command):
+    """Before: a line per bad file, then the error. After: the error alone, naming the log."""
+    data = tmp_path / "bad"
+    data.mkdir()
+    for i in range(6):
+        (data / f"x{i}.jpg").write_bytes(b"not a jpeg")
+    extra = ["--cache-dir", str(tmp_path / "cache")] if command == "eval" else []
+    assert main([command, "--model", str(tiny_model), "--data", str(data), "-o", str(tmp_path / "out"), *extra]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    log = tmp_path / "out.bad_files.log"
+    assert len(lines) == 1 and lines[0].startswith("semhitok: error: ") and str(data) in lines[0], lines
+    assert str(log) in lines[0]
+    assert all(f"x{i}.jpg" in log.read_text() for i in range(6))
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["eval", "visualize"])
+def test_some_bad_files_give_a_log_and_one_warning(tmp_path, capsys, tiny_model, command):
+    import shutil
+
+    data = tmp_path / "mixed"
+    shutil.copytree(PHOTOS, data)
+    (data / "broken.jpg").write_bytes(b"not a jpeg")
+    log = tmp_path / "out.bad_files.log"
+    log.write_text("a stale line from an earlier run\n")
+    extra = ["--cache-dir", str(tmp_path / "c")] if command == "eval" else []
+    assert main([command, "--model", str(tiny_model), "--data", str(data), "-o", str(tmp_path / "out"), *extra]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("semhitok: warning: 1 undecodable file was skipped") and str(log) in err[0], err
+    assert "broken.jpg" in log.read_text() and "stale" not in log.read_text()

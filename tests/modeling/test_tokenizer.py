@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from semhitok import SemHiTok, SemHiTokConfig, flatten_ids
-from semhitok.modeling import fit_to_size
+from semhitok.modeling import ModelFolderError, fit_to_size
 
 
 @pytest.fixture(scope="module")
@@ -119,11 +120,34 @@ def test_fingerprint_follows_the_codebooks(tok):
 
 
 def test_from_pretrained_errors(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ModelFolderError, match="does not exist"):
         SemHiTok.from_pretrained(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no config.json"):
+    with pytest.raises(ModelFolderError, match="no config.json"):
         SemHiTok.from_pretrained(tmp_path / "empty")
+
+
+def test_save_pretrained_replaces_a_folder_whole_and_leaves_no_temporaries(tok, tmp_path):
+    """Saving over an existing model folder replaces both files and keeps the user's other files;
+    no temporary name is left behind."""
+    other = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+    other.save_pretrained(tmp_path / "m")
+    (tmp_path / "m" / "notes.txt").write_text("mine")
+    tok.save_pretrained(tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "notes.txt"]
+    assert SemHiTok.from_pretrained(tmp_path / "m").fingerprint() == tok.fingerprint() != other.fingerprint()
+
+
+def test_nonfinite_weights_are_refused_at_load(tok, tmp_path):
+    """A diverged model's NaN weights would encode to meaningless ids: refused at load, by name."""
+    tok.save_pretrained(tmp_path / "m")
+    state = load_file(str(tmp_path / "m" / "model.safetensors"))
+    key = sorted(k for k, v in state.items() if v.is_floating_point() and k.startswith("pixel_decoder."))[0]
+    state[key] = state[key].clone()
+    state[key].view(-1)[-1] = float("nan")
+    save_file(state, str(tmp_path / "m" / "model.safetensors"))
+    with pytest.raises(ModelFolderError, match=rf"NaN or Inf \({key}"):
+        SemHiTok.from_pretrained(tmp_path / "m")
 
 
 @pytest.mark.parametrize(
@@ -186,7 +210,7 @@ def test_from_pretrained_detects_mixed_folders(tok, tmp_path):
     other = SemHiTok(SemHiTokConfig.from_preset("tiny"))
     other.save_pretrained(tmp_path / "b")
     (tmp_path / "b" / "model.safetensors").replace(tmp_path / "a" / "model.safetensors")
-    with pytest.raises(ValueError, match="mixes files of different models"):
+    with pytest.raises(ModelFolderError, match="mixes files of different models"):
         SemHiTok.from_pretrained(tmp_path / "a")
 
 

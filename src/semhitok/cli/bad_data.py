@@ -1,47 +1,34 @@
-"""Undecodable data files during eval and visualize: one summary line, the details in a log file.
+"""Undecodable data files during eval and visualize: one line on the terminal, details in a log file.
 
-The data readers skip a file they cannot decode and log one WARNING per file on the
-``semhitok.data`` logger; on a terminal that is a line per file, followed by the error when too
-many are bad. While a command runs, :func:`collect_bad_files` keeps those records instead, so the
-command can write them to ``bad_files.log`` in its output folder and print a single line.
+The data readers skip a file they cannot decode and list it in the ``bad_files_log`` they are
+given (see :class:`semhitok.data.BadDataTracker`); too many bad files stop the command with one
+error line that names that log. The log lies beside the output folder (``OUT.bad_files.log``), not
+inside it, because a failed command leaves no output folder but the user still needs the list.
+It is created only when a bad file is met.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
-from collections.abc import Iterator
+import os
+from pathlib import Path
 
-DATA_LOGGER = "semhitok.data"
-LOG_NAME = "bad_files.log"
-
-
-class _Collector(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(level=logging.DEBUG)  # the readers log each bad file at DEBUG (semhitok.data.bad_files)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(record.getMessage())
+from .messages import warn
 
 
-@contextlib.contextmanager
-def collect_bad_files() -> Iterator[list[str]]:
-    """Within the block, data warnings go to the returned list, not to stderr."""
-    logger = logging.getLogger(DATA_LOGGER)
-    collector = _Collector()
-    propagate, level = logger.propagate, logger.level
-    logger.setLevel(logging.DEBUG)
-    logger.addHandler(collector)
-    logger.propagate = False  # no per-file lines on stderr (nor through the root logger)
-    try:
-        yield collector.lines
-    finally:
-        logger.removeHandler(collector)
-        logger.propagate = propagate
-        logger.setLevel(level)
+def fresh_log(output: str | Path) -> Path:
+    """The log path for ``output``, with a previous run's log removed (only rank 0 under torchrun)."""
+    log = Path(str(output).rstrip("/\\") + ".bad_files.log")
+    if os.environ.get("RANK", "0") == "0":
+        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+            log.unlink()
+    return log
 
 
-def summary(lines: list[str], log_path: str) -> str:
-    """The one warning line for a run that skipped files."""
-    return f"{len(lines)} data warning{'s' if len(lines) != 1 else ''} (undecodable files were skipped); details in {log_path}"
+def warn_if_any(log: Path) -> None:
+    """After a run that completed: one warning line when some files were skipped."""
+    if not log.is_file():
+        return
+    with open(log, encoding="utf-8", errors="replace") as f:
+        count = sum(1 for line in f if line.strip())
+    warn(f"{count} undecodable file{'s were' if count != 1 else ' was'} skipped; the list is in {log}")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from . import common
-from .bad_data import LOG_NAME, collect_bad_files, summary
+from .bad_data import fresh_log, warn_if_any
 from .common import OutputDir, info, refuse_overwriting_inputs, warn
 from .errors import CLIError, one_line
 
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwriting_inputs([args.data], args.output)
     rank = _join_torchrun()
     # Under torchrun every rank evaluates its share of the images; rank 0 alone writes the report.
-    with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out, collect_bad_files() as bad_files, _cache_warnings():
+    bad_files = fresh_log(args.output)
+    with OutputDir(args.output) if rank == 0 else contextlib.nullcontext() as out, _cache_warnings():
         model = common.load_model(args).model
         # A refused, damaged or foreign --fid-weights / --lpips-weights file: a WeightsFileError or
         # a ValueError naming the keys that do not fit; both name the file.
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
                 report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
-                                         batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar)
+                                         batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar,
+                                         bad_files_log=bad_files)
             finally:
                 bar.close()
         except (BadDataError, FileNotFoundError, ValueError) as exc:
@@ -92,11 +94,8 @@ def run(args: argparse.Namespace) -> int:
         page.figure(usage_plots_png(usage.semantic_counts, usage.pair_counts), "usage vs rank, tokens per code, sub-codes per code")
         with out.writing("report.html") as path:
             page.write(path)
-        if bad_files:
-            out.write_text(LOG_NAME, "\n".join(bad_files) + "\n")
         out.commit()
-    if bad_files:
-        warn(summary(bad_files, str(Path(args.output) / LOG_NAME)))
+    warn_if_any(bad_files)
     f = report["frechet"]
     info(f"{f['label']}: {f['value']:.3f}; PSNR {report['psnr']:.2f} dB; SSIM {report['ssim']:.4f}; "
          f"semantic codes used {report['codebook']['semantic_used']}/{report['codebook']['codebook_size']}; report: {Path(args.output) / 'report.html'}")

@@ -8,8 +8,8 @@ from itertools import islice
 from pathlib import Path
 
 from . import common
-from .bad_data import LOG_NAME, collect_bad_files, summary
-from .common import OutputDir, info, refuse_overwriting_inputs, warn
+from .bad_data import fresh_log, warn_if_any
+from .common import OutputDir, info, refuse_overwriting_inputs
 from .errors import CLIError, one_line
 
 NAME = "visualize"
@@ -49,12 +49,13 @@ def run(args: argparse.Namespace) -> int:
     from ..image_io import psnr
 
     refuse_overwriting_inputs([args.data], args.output)
-    with OutputDir(args.output) as out, collect_bad_files() as bad_files:
+    bad_files = fresh_log(args.output)
+    with OutputDir(args.output) as out:
         loaded = common.load_model(args)
         model = loaded.model
         device = next(model.parameters()).device
         try:
-            dataset = build_dataset(args.data, TransformConfig(image_size=model.image_size, crop="center"))
+            dataset = build_dataset(args.data, TransformConfig(image_size=model.image_size, crop="center"), bad_files_log=bad_files)
         except (FileNotFoundError, ValueError) as exc:
             raise CLIError(one_line(exc)) from exc
         loader = DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate_samples)
@@ -129,10 +130,7 @@ def run(args: argparse.Namespace) -> int:
         with out.writing("index.html") as path:
             page.write(path)
         out.write_text("stats.json", json.dumps({k: v for k, v in stats.items()}, indent=2, default=str) + "\n")
-        if bad_files:
-            out.write_text(LOG_NAME, "\n".join(bad_files) + "\n")
         out.commit()
-    if bad_files:
-        warn(summary(bad_files, str(Path(args.output) / LOG_NAME)))
+    warn_if_any(bad_files)
     info(f"wrote {Path(args.output) / 'index.html'} ({seen} images; open it in a browser)")
     return 0
