@@ -95,7 +95,10 @@ def test_help_lists_exactly_the_working_commands(capsys):
     assert code == 0
     section = out.split("commands:")[1].split("examples:")[0]
     listed = [line.split()[0] for line in section.splitlines() if line.startswith("    ") and line.strip()]
-    assert listed == ["demo", "train", "export", "encode", "decode", "reconstruct", "eval", "visualize"]
+    from semhitok.cli.main import COMMANDS
+
+    assert listed == [m.NAME for m in COMMANDS]  # every registered command is listed, once, in order
+    assert listed[:8] == ["demo", "train", "export", "encode", "decode", "reconstruct", "eval", "visualize"]
     for name in PLANNED_COMMANDS:
         assert f"    {name} " not in out
         code, _, err = run_cli(capsys, name, "--help")
@@ -558,3 +561,14 @@ def test_process_console_script_reconstruct(processes):
     assert "UNTRAINED" in out and "mean" in out
     assert (tmp / "ok" / "metrics.json").is_file()
     assert "Traceback" not in err
+
+
+def test_preset_warning_only_when_the_command_succeeds(capsys, tmp_path, images):
+    """A failed --preset run says one line, its error; the UNTRAINED warning comes with outputs only."""
+    bad = _bad_image(tmp_path, "garbage")
+    code, _, err = run_cli(capsys, "encode", images[0], bad, "--preset", "tiny", "-o", tmp_path / "t.npz", "--batch-size", "1")
+    assert code == 2
+    assert_one_error_line(err, "garbage.jpg")
+    code, _, err = run_cli(capsys, "encode", images[0], "--preset", "tiny", "-o", tmp_path / "t.npz")
+    assert code == 0
+    assert err.startswith("semhitok: warning: --preset tiny builds an UNTRAINED model") and len(err.strip().splitlines()) == 1

@@ -25,3 +25,23 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     (other / "keep.txt").write_text("mine")
     assert main(["demo", "-o", str(other), "--steps", "2", "2"]) == 2
     assert (other / "keep.txt").read_text() == "mine" and len(list(other.iterdir())) == 1
+
+
+def test_demo_photos_are_package_data():
+    """`semhitok demo` reads its photos from inside the package (so an installed wheel has them);
+    the checkout's assets/photos is the same folder, for the README's commands."""
+    from pathlib import Path
+
+    import semhitok
+    from semhitok.cli.demo import ASSETS
+
+    package = Path(semhitok.__file__).resolve().parent
+    assert ASSETS.is_relative_to(package)
+    assert len(list(ASSETS.glob("*.jpg"))) >= 2 and (ASSETS / "LICENSES.md").is_file()
+    checkout = package.parents[1] / "assets" / "photos"
+    if checkout.exists():
+        assert checkout.resolve() == ASSETS.resolve()
+    pyproject = package.parents[1] / "pyproject.toml"
+    if pyproject.is_file():  # the wheel's package data covers the photos and their licences
+        text = pyproject.read_text()
+        assert '"assets/*/*.jpg"' in text and '"assets/*/*.md"' in text

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from . import decode, demo, encode, eval, export, reconstruct, train, visualize
 from .common import HelpFormatter
+from .messages import flush_deferred
 from ..atomic import OutputError
 from ..modeling import ModelFolderError
 from ..weights_file import WeightsFileError
@@ -65,6 +66,13 @@ def _debug() -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 ok, 2 bad input, 1 internal error)."""
     try:
+        return _run(argv)
+    finally:
+        flush_deferred(show=False)  # a failed command prints its error line only
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    try:
         parser = build_parser()
         try:
             args, extra = parser.parse_known_args(argv)
@@ -80,7 +88,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             names = ", ".join(m.NAME for m in COMMANDS)
             raise CLIError(f"no command given; choose one of {names} (see '{PROG} --help')")
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        flush_deferred(show=True)
+        return code
     except CLIError as exc:
         if _debug() and exc.__cause__ is not None:
             import traceback

@@ -16,6 +16,24 @@ def warn(message: str) -> None:
     print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+_deferred: list[str] = []
+
+
+def warn_on_success(message: str) -> None:
+    """A warning printed only if the command succeeds (see cli/main.py): a failed command says one
+    line, its error, and a warning about outputs it did not write would only add noise."""
+    _deferred.append(message)
+
+
+def flush_deferred(show: bool) -> None:
+    """Print (``show``) or drop the deferred warnings; called once per command by cli/main.py."""
+    messages = list(_deferred)
+    _deferred.clear()
+    if show:
+        for message in messages:
+            warn(message)
+
+
 def info(message: str) -> None:
     """A plain line on stdout (what a command did)."""
     print(message, flush=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import CLIError
-from .messages import warn
+from .messages import warn_on_success
 from .options import PRESET_SEED
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _preset_model(name: str, device: torch.device) -> SemHiTok:
     if name not in PRESETS:
         raise CLIError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     config = SemHiTokConfig.from_preset(name)
-    warn(f"--preset {name} builds an UNTRAINED model with random weights (seed {PRESET_SEED}); use --model DIR for a trained tokenizer")
+    warn_on_success(f"--preset {name} builds an UNTRAINED model with random weights (seed {PRESET_SEED}); use --model DIR for a trained tokenizer")
     with torch.random.fork_rng(devices=[]):  # fixed weights, without disturbing the caller's RNG
         torch.manual_seed(PRESET_SEED)
         model = SemHiTok(config, load_teacher_weights=False)
