@@ -8,9 +8,12 @@ import yaml
 from semhitok import SemHiTokConfig
 from semhitok.losses import LossConfig, SemanticLossConfig
 from semhitok.training.config import TrainConfig
+from semhitok.yaml_io import load_yaml
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
-PAPER = CONFIGS[0].parents[1] / "paper"
+ROOT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# `stage: teacher` files configure the mini-world teacher's own training (another config type).
+CONFIGS = sorted(p for p in ROOT_CONFIGS.rglob("*.yaml") if load_yaml(p).get("stage") != "teacher")
+PAPER = ROOT_CONFIGS / "paper"
 PAPER_PIXEL = sorted(p for p in PAPER.glob("*.yaml") if "stage1" not in p.name)
 # The paper's pixel stages need the real VGG16 file; any path passes the config check.
 VGG = "loss.vgg_weights=/path/to/vgg16.pth"
