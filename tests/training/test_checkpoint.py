@@ -1,9 +1,12 @@
 """Checkpoints: bit-exact round trip, weights_only state, atomic writes, keep-last-N."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from semhitok.training import checkpoint as ckpt
+from semhitok.training.errors import CheckpointError
 
 
 def _model():
@@ -64,8 +67,64 @@ def test_state_with_code_is_refused(tmp_path):
     model = _model()
     path = ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1})
     torch.save({"evil": ckpt.Checkpoint(path, 1)}, path / "state.pt")
-    with pytest.raises(Exception, match="Weights only load failed|Unsupported global"):
+    with pytest.raises(CheckpointError, match="state.pt is not a weights-only checkpoint; refusing to unpickle"):
         ckpt.load_checkpoint(path, _model())
+
+
+@pytest.mark.parametrize("damage", ["truncated weights", "garbage state", "other model"])
+def test_damaged_checkpoints_are_typed_errors(tmp_path, damage):
+    path = ckpt.save_checkpoint(tmp_path, 1, _model(), {"step": 1})
+    if damage == "truncated weights":
+        data = (path / "model.safetensors").read_bytes()
+        (path / "model.safetensors").write_bytes(data[: len(data) // 2])
+    elif damage == "garbage state":
+        (path / "state.pt").write_bytes(b"\x00garbage")
+    model = torch.nn.Linear(3, 3) if damage == "other model" else _model()
+    with pytest.raises(CheckpointError, match=f"checkpoint {path}: "):
+        ckpt.load_checkpoint(path, model)
+
+
+def test_a_kill_while_pruning_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    """Pruning renames a checkpoint aside before deleting it: a kill in the middle of the delete
+    leaves a hidden .trash.* folder (removed by the next run), never a step_* folder missing files."""
+    model = _model()
+    for step in (1, 2):
+        ckpt.save_checkpoint(tmp_path, step, model, {"step": step}, keep_last=2)
+    real_rmtree = ckpt.shutil.rmtree
+
+    def killed_midway(path, ignore_errors=False):
+        victim = next(Path(path).rglob("model.safetensors"))
+        victim.unlink()  # the delete got this far ...
+        raise KeyboardInterrupt  # ... when the process died
+
+    monkeypatch.setattr(ckpt.shutil, "rmtree", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save_checkpoint(tmp_path, 3, model, {"step": 3}, keep_last=2)
+    monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path)] == [2, 3]
+    for c in ckpt.list_checkpoints(tmp_path):
+        assert {p.name for p in c.path.iterdir()} == {"model.safetensors", "state.pt", "meta.json"}
+    leftovers = ckpt.remove_partial(tmp_path)
+    assert [p.name.split(".")[1] for p in leftovers] == ["trash"]
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_00000002", "step_00000003"]
+
+
+def test_weights_problem():
+    trained = {"w"}
+    assert ckpt.weights_problem([("w", torch.ones(3)), ("frozen", torch.full((2,), 1e6))], trained) is None
+    assert "w holds NaN or Inf" == ckpt.weights_problem([("w", torch.tensor([1.0, float("nan")]))], trained)
+    assert "frozen holds NaN or Inf" == ckpt.weights_problem([("frozen", torch.tensor([float("inf")]))], trained)
+    problem = ckpt.weights_problem([("w", torch.tensor([0.5, -3e4]))], trained)
+    assert problem is not None and "w reached |w| = 3e+04" in problem
+    assert ckpt.weights_problem([("ids", torch.tensor([10**9]))], {"ids"}) is None  # integers are not weights
+
+
+def test_last_good_checkpoint_skips_a_non_finite_loss(tmp_path):
+    model = _model()
+    ckpt.save_checkpoint(tmp_path, 1, model, {"step": 1}, meta={"loss": 0.5})
+    ckpt.save_checkpoint(tmp_path, 2, model, {"step": 2}, meta={"loss": None})
+    assert ckpt.last_good_checkpoint(tmp_path).step == 1
+    assert ckpt.read_meta(tmp_path / "checkpoints" / "step_00000001") == {"step": 1, "loss": 0.5}
 
 
 def test_missing_files(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from semhitok import SemHiTok, SemHiTokConfig
-from semhitok.training import TRAINED_MODULES, prepare_stage, warmup_cosine
+from semhitok.modeling.outputs import PixelForwardOutput, SemanticForwardOutput
+from semhitok.training import TRAINED_MODULES, get_stage, prepare_stage, warmup_cosine
 
 
 def _snapshot(model):
@@ -66,6 +67,26 @@ def test_stage_changes_exactly_its_modules(stage, stage1_model):
 def test_unknown_stage():
     with pytest.raises(ValueError, match="unknown stage 'pixels'"):
         prepare_stage(SemHiTok(SemHiTokConfig.from_preset("tiny")), "pixels")
+
+
+def test_stage_objects_say_what_they_train_and_run():
+    """The paper's three stages: stage 1 distils (semantic forward, no GAN); stages 2 and 3
+    reconstruct pixels with a discriminator; each freezes the rest, the teacher always."""
+    model = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+    semantic, pixel, decoder = (get_stage(n) for n in ("semantic", "pixel", "decoder"))
+    assert (semantic.pixel, semantic.has_discriminator) == (False, False)
+    assert (pixel.pixel, pixel.has_discriminator) == (True, True) and decoder.trained == ("pixel_decoder",)
+    assert set(decoder.frozen(model)) == {n for n, _ in model.named_children()} - {"pixel_decoder"}
+    assert "teacher" in semantic.frozen(model) and get_stage(pixel) is pixel
+    model.eval()
+    images = torch.rand(2, 3, model.image_size, model.image_size)
+    assert isinstance(semantic.forward(model, images), SemanticForwardOutput)
+    assert isinstance(pixel.forward(model, images), PixelForwardOutput)
+
+
+def test_last_decoder_layer_is_the_pixel_decoders_output_weight():
+    model = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+    assert model.last_decoder_layer is model.pixel_decoder.proj_out.weight
 
 
 def test_warmup_cosine_by_hand():
