@@ -262,6 +262,7 @@ def _check_run_folder(run_dir: Path, resume: bool) -> list[Checkpoint]:
     """The run folder's checkpoints, checked against ``resume`` (nothing is written)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainingError(f"--out {run_dir}: exists and is not a folder")
+    RunLock.check_free(run_dir)  # "in use" explains more than what a live run's folder holds now
     existing = list_checkpoints(run_dir)
     if existing and not resume:
         raise TrainingError(f"{run_dir} already has checkpoints (last: step {existing[-1].step}); pass --resume or choose another --out")

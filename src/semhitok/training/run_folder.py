@@ -49,13 +49,28 @@ class RunLock:
             self._file.seek(0)
             owner = self._file.read().strip() or "unknown"
             self._file.close()
-            raise RunFolderLocked(
-                f"{run_dir} is in use by another 'semhitok train' (pid {owner}); wait for it to finish or choose another --out"
-            ) from None
+            raise RunFolderLocked(_locked_message(run_dir, owner)) from None
         self._file.seek(0)
         self._file.truncate()
         self._file.write(f"{os.getpid()}\n")
         self._file.flush()
+
+    @staticmethod
+    def check_free(run_dir: Path) -> None:
+        """Refuse early (before any other check, writing nothing) when a live run holds the lock."""
+        path = run_dir / LOCK_NAME
+        if not path.is_file():
+            return
+        try:
+            probe = open(path)  # noqa: SIM115 - closed below, which drops the probe's lock
+        except OSError:
+            return  # unreadable: the real lock attempt will tell
+        with probe:
+            try:
+                fcntl.flock(probe.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = probe.read().strip() or "unknown"
+                raise RunFolderLocked(_locked_message(run_dir, owner)) from None
 
     def release(self, remove_folder: bool = False) -> None:
         """Unlock; with ``remove_folder``, delete the folder this lock created if only the lock is in it."""
@@ -65,6 +80,10 @@ class RunLock:
             (self.run_dir / LOCK_NAME).unlink()
             self.run_dir.rmdir()
         self._file.close()  # closing the descriptor releases the flock
+
+
+def _locked_message(run_dir: Path, owner: str) -> str:
+    return f"{run_dir} is in use by another 'semhitok train' (pid {owner}); wait for it to finish or choose another --out"
 
 
 def _normalised(config: Mapping[str, Any]) -> dict[str, Any]:
