@@ -20,7 +20,9 @@ def fresh_log(output: str | Path) -> Path:
     """The log path for ``output``, with a previous run's log removed (only rank 0 under torchrun)."""
     log = Path(str(output).rstrip("/\\") + ".bad_files.log")
     if os.environ.get("RANK", "0") == "0":
-        with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        # Nothing to remove, or a destination that cannot be written: the output itself is checked
+        # (and refused with one line) right after this.
+        with contextlib.suppress(OSError):
             log.unlink()
     return log
 
