@@ -132,14 +132,11 @@ def _cache_warnings():
 
 
 def _join_torchrun() -> int:
-    """Join the process group when launched by torchrun (gloo on CPU, NCCL on GPU); this rank."""
-    import os
+    """Join the process group when launched by torchrun (semhitok.distributed: gloo on CPU, NCCL on
+    GPU, the SEMHITOK_DIST_TIMEOUT timeout); this rank."""
+    from .. import distributed
 
-    import torch
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank() if dist.is_initialized() else 0
+    try:
+        return distributed.setup().rank
+    except ValueError as exc:  # a bad SEMHITOK_DIST_TIMEOUT
+        raise CLIError(one_line(exc)) from exc
