@@ -171,6 +171,13 @@ def test_unwritable_run_folder(photos, tmp_path, readonly_fs, cli, error_line):
     error_line(err, "exists and is not a folder")
 
 
+def test_train_into_a_full_disk_is_one_line_and_leaves_nothing(photos, full_fs, cli, error_line):
+    code, _, err = cli(*_train_args(photos, full_fs / "run", "--max-steps", "2"))
+    assert code == 2
+    error_line(err, str(full_fs / "run"), "no space left on device")
+    assert list(full_fs.iterdir()) == []
+
+
 def test_export_to_a_full_disk_leaves_nothing(trained_run, full_fs, cli, error_line):
     code, _, err = cli("export", trained_run, "-o", full_fs / "model")
     assert code == 2

@@ -41,6 +41,20 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
     assert torch.equal(torch.rand(3), expected_next)
 
 
+def test_checkpoint_folders_follow_the_umask(tmp_path):
+    """Not mkdtemp's 0700: colleagues in the group can read a run's checkpoints."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = ckpt.save_checkpoint(tmp_path, 1, _model(), {"step": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o755
+    for name in ("model.safetensors", "state.pt", "meta.json"):
+        assert (path / name).stat().st_mode & 0o777 == 0o644, name
+
+
 def test_keep_last_and_listing(tmp_path):
     model = _model()
     for step in (10, 20, 30, 40):
@@ -56,7 +70,7 @@ def test_failed_write_leaves_no_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(ckpt.torch, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match="cannot write checkpoint .*step_00000005: disk full"):
         ckpt.save_checkpoint(tmp_path, 5, model, {"step": 5})
     assert ckpt.list_checkpoints(tmp_path) == []
     assert list((tmp_path / "checkpoints").iterdir()) == []

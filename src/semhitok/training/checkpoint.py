@@ -33,6 +33,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..atomic import current_umask
 from .errors import CheckpointError
 
 _NAME = re.compile(r"^step_(\d{8})$")
@@ -75,12 +76,17 @@ def save_checkpoint(
     if keep_last < 1:
         raise ValueError(f"keep_last must be >= 1, got {keep_last}")
     folder = Path(run_dir) / "checkpoints"
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's 0700 would hide checkpoints from colleagues
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {final}: {_reason(exc)}") from exc
     try:
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(weights, str(tmp / "model.safetensors"))
+        (tmp / "model.safetensors").chmod(0o666 & ~current_umask())  # safetensors writes 0600
         torch.save(state, tmp / "state.pt")
         (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}) + "\n")
         if final.exists():  # re-saving the same step (e.g. after a resume) replaces it
@@ -89,6 +95,9 @@ def save_checkpoint(
             shutil.rmtree(aside, ignore_errors=True)
         else:
             tmp.rename(final)
+    except (OSError, SafetensorError) as exc:  # safetensors reports a full disk as its own error
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"cannot write checkpoint {final}: {_reason(exc)}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -185,6 +194,8 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[:1].lower() + exc.strerror[1:]
     text = " ".join(str(exc).split())
     return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
 

@@ -13,7 +13,8 @@ class TrainingError(RuntimeError):
 
 
 class CheckpointError(TrainingError):
-    """A checkpoint folder that cannot be read back (damaged, not weights-only, wrong model)."""
+    """A checkpoint that cannot be written (full disk, ...) or read back (damaged, not
+    weights-only, made for another model)."""
 
 
 class RunFolderLocked(TrainingError):

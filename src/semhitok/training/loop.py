@@ -139,6 +139,7 @@ def train(
     # Read the first batch before anything is written: bad data leaves no run folder behind.
     batches = _open_data(config, data_path, parts.model, ctx, position)
     lock = _lock_run_folder(run_dir, ctx)
+    set_up = False
     try:
         if ctx.is_main:
             remove_partial(run_dir)
@@ -146,6 +147,7 @@ def train(
                 trim_metrics(run_dir, step)
             parts.model.config.to_json(run_dir / "model_config.json")
             record_run_start(run_dir, resolved, _run_info(ctx.world_size, resume, step), changes, step)
+        set_up = True
         with StopSignals() as signals:
             metrics = _run_steps(config, stage, parts, batches, run_dir, ctx, step, stop_at, signals, quiet)
         model_dir = run_dir / "model"
@@ -154,7 +156,7 @@ def train(
         distributed.barrier()
     finally:
         if lock is not None:
-            lock.release()
+            lock.release(discard=not set_up)  # a new folder whose setup failed is removed
     return TrainResult(run_dir, int(metrics.get("step", step)), model_dir, float(metrics.get("images_per_second", 0.0)), metrics)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +43,7 @@ class RunLock:
             run_dir.mkdir(parents=True, exist_ok=True)
             self._file = open(run_dir / LOCK_NAME, "a+")  # noqa: SIM115 - held until release()
         except OSError as exc:
-            raise TrainingError(f"cannot use {run_dir} as the run folder: {exc.strerror or exc}") from exc
+            raise TrainingError(f"cannot use {run_dir} as the run folder: {_reason(exc)}") from exc
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -50,10 +51,14 @@ class RunLock:
             owner = self._file.read().strip() or "unknown"
             self._file.close()
             raise RunFolderLocked(_locked_message(run_dir, owner)) from None
-        self._file.seek(0)
-        self._file.truncate()
-        self._file.write(f"{os.getpid()}\n")
-        self._file.flush()
+        try:
+            self._file.seek(0)
+            self._file.truncate()
+            self._file.write(f"{os.getpid()}\n")
+            self._file.flush()
+        except OSError as exc:  # e.g. a full disk: nothing of this run may stay behind
+            self.release(discard=True)
+            raise TrainingError(f"cannot use {run_dir} as the run folder: {_reason(exc)}") from exc
 
     @staticmethod
     def check_free(run_dir: Path) -> None:
@@ -72,14 +77,22 @@ class RunLock:
                 owner = probe.read().strip() or "unknown"
                 raise RunFolderLocked(_locked_message(run_dir, owner)) from None
 
-    def release(self, remove_folder: bool = False) -> None:
-        """Unlock; with ``remove_folder``, delete the folder this lock created if only the lock is in it."""
+    def release(self, discard: bool = False) -> None:
+        """Unlock. With ``discard`` (the run failed while setting up), delete the folder if this
+        lock created it: everything in it was written by this run, and none of it is useful."""
         if self._file.closed:
             return
-        if remove_folder and self.created and [p.name for p in self.run_dir.iterdir()] == [LOCK_NAME]:
-            (self.run_dir / LOCK_NAME).unlink()
-            self.run_dir.rmdir()
-        self._file.close()  # closing the descriptor releases the flock
+        if discard and self.created:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        try:
+            self._file.close()  # closing the descriptor releases the flock
+        except OSError:
+            pass  # the flush of a full disk; the descriptor is closed all the same
+
+
+def _reason(exc: OSError) -> str:
+    text = exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
 
 
 def _locked_message(run_dir: Path, owner: str) -> str:
