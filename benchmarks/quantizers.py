@@ -14,6 +14,7 @@ Usage::
     python benchmarks/quantizers.py                      # all parts, ~3-5 min on 2 CPU cores
     python benchmarks/quantizers.py --repeats 3 --json results.json
     python benchmarks/quantizers.py --parts A            # only the peer comparison
+    SEMHITOK_BENCH_TOY=1 python benchmarks/quantizers.py --repeats 1   # toy sizes: a smoke test
 
 Wall time: median (and min) over ``--repeats`` forwards after ``--warmup`` forwards, ours and the
 peer interleaved (alternating order) so that load from other processes hits both alike; every
@@ -45,9 +46,13 @@ from torch import Tensor
 from semhitok.quantizers import EMAVectorQuantizer, HierarchicalQuantizer, nearest_code
 
 # Part A / B / C sizes (the paper's defaults: K=16384, d_s=48, m=12; a 16x16 grid, batch 64).
-BATCH, SEQ = 64, 256
-K, D_SEM = 16384, 48
-M, D_PIX = 12, 32
+# SEMHITOK_BENCH_TOY=1 shrinks them so the whole script runs in seconds: the test suite's smoke
+# test of this file (the numbers it prints then mean nothing). Read from the environment so the
+# memory-measuring child processes see the same sizes.
+TOY = os.environ.get("SEMHITOK_BENCH_TOY", "") == "1"
+BATCH, SEQ = (2, 16) if TOY else (64, 256)
+K, D_SEM = (64, 8) if TOY else (16384, 48)
+M, D_PIX = (4, 8) if TOY else (12, 32)
 DECAY, BETA = 0.99, 0.25
 FLAT_CHUNK_ROWS = 64  # rows per chunk of the flat search: 64 x 196,608 fp32 distances = 48 MiB
 TIE_RTOL = 1e-5

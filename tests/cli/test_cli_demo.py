@@ -3,9 +3,12 @@
 import json
 import math
 
+import pytest
+
 from semhitok.cli.main import main
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "-o", str(out), "--steps", "3", "3", "--quiet"]) == 0

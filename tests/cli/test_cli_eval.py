@@ -56,6 +56,7 @@ def test_eval_bad_inputs(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.slow
 def test_eval_under_torchrun_matches_one_process(tmp_path):
     """2 gloo processes split the images and merge the statistics: the same report as 1 process."""
     import os

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semhitok.data import ImageFolderDataset, TransformConfig, WebDatasetReader, build_dataset, is_shard_spec
+from semhitok.data import ImageFolderDataset, TransformConfig, build_dataset, is_shard_spec
 
 
 def test_folder_and_errors(tmp_path):
@@ -29,4 +29,3 @@ def test_shard_spec_detection():
 def test_missing_shards_fail_early(tmp_path):
     with pytest.raises(FileNotFoundError, match="2 of 2 shards"):
         build_dataset(str(tmp_path / "s-{0..1}.tar"))
-    assert WebDatasetReader  # exported

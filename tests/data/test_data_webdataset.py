@@ -145,3 +145,22 @@ def test_augmentation_independent_of_worker_assignment(tmp_path):
     split = {s.key: s.image for r in range(2) for w in range(2) for s in ds.iter_worker(r, 2, w, 2)}
     assert single.keys() == split.keys()
     assert all(torch.equal(single[k], split[k]) for k in single)
+
+
+def test_interop_with_the_webdataset_package(tmp_path):
+    """Shards written by webdataset's own ShardWriter (what img2dataset-style tools produce) read
+    the same through our reader; and the webdataset package reads shards in our layout back."""
+    wds = pytest.importorskip("webdataset")
+    pattern = str(tmp_path / "wds-%06d.tar")
+    with wds.ShardWriter(pattern, maxcount=4) as sink:
+        for i in range(6):
+            sink.write({"__key__": f"sample{i:03d}", "png": _image_bytes("png", 20 * i), "txt": f"caption {i}"})
+    shards = sorted(str(p) for p in tmp_path.glob("wds-*.tar"))
+    assert len(shards) == 2
+    ours = {s.key: s for s in WebDatasetReader(shards, CFG)}
+    assert sorted(ours) == [f"sample{i:03d}" for i in range(6)]
+    assert ours["sample003"].caption == "caption 3"
+    assert torch.allclose(ours["sample003"].image, torch.full((3, 8, 8), 60 / 255), atol=1e-6)
+
+    theirs = {s["__key__"]: s for s in wds.WebDataset(write_shards(tmp_path, n_shards=1), shardshuffle=False)}
+    assert set(theirs) == all_keys(n_shards=1)

@@ -151,6 +151,7 @@ class _RandomFeatures(torch.nn.Module):
         return torch.tanh(self.conv(x.float())).mean(dim=(2, 3)).double()
 
 
+@pytest.mark.slow
 def test_agrees_with_torchmetrics_fid_using_same_extractor():
     from torchmetrics.image.fid import FrechetInceptionDistance
 

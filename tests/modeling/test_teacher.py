@@ -59,6 +59,7 @@ def _save_preprocessor(folder, mean, std):
     (folder / "preprocessor_config.json").write_text(json.dumps({"image_mean": mean, "image_std": std}))
 
 
+@pytest.mark.slow
 def test_siglip_large_patch16_256_round_trips_through_a_hf_folder(tmp_path):
     """The real SigLIP-L/16-256 vision architecture loads from a Hugging Face folder, weights intact."""
     with _no_init_weights():  # HF's own init of 303M weights takes ~30 s on 2 cores; fill faster

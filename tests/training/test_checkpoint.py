@@ -36,6 +36,13 @@ def test_round_trip_restores_model_optimizer_and_rng(tmp_path):
         assert torch.equal(a, b), k
     opt2 = torch.optim.AdamW(other.parameters(), lr=1e-2)
     opt2.load_state_dict(loaded["optimizer"])
+    # The restored optimizer holds the same moments and step counts as the one that was saved.
+    saved, restored = opt.state_dict()["state"], opt2.state_dict()["state"]
+    assert saved.keys() == restored.keys() and len(saved) == len(list(model.parameters()))
+    for index, moments in saved.items():
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(moments[key], restored[index][key]), (index, key)
+    assert restored[0]["exp_avg"].abs().sum() > 0  # two real steps were taken: not zeros compared with zeros
     assert loaded["step"] == 2 and loaded["data"] == {"epoch": 0, "index": 10}
     ckpt.set_rng_state(loaded["rng"])
     assert torch.equal(torch.rand(3), expected_next)

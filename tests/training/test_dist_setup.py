@@ -52,6 +52,7 @@ _FROZEN_RANK = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_frozen_rank_times_out(tmp_path):
     """Rank 0 waits for a frozen rank 1 only SEMHITOK_DIST_TIMEOUT seconds, not gloo's 30 minutes."""
     script = tmp_path / "frozen_rank.py"

@@ -34,6 +34,7 @@ def stage1_model(photos, tmp_path_factory):
     return result.model_dir
 
 
+@pytest.mark.slow
 def test_stage1_resume_is_bit_exact(photos, tmp_path):
     """4 steps straight == 2 steps, stop, --resume to 4 (weights, EMA codebook, optimizer, data order)."""
     straight = train(_config("stage1_semantic.yaml", "run.max_steps=4", "run.checkpoint_every=2"), tmp_path / "a", data_path=str(photos), quiet=True)

@@ -27,7 +27,7 @@ example:
 ASSETS = Path(__file__).resolve().parents[1] / "assets" / "photos"
 HELD_OUT = "chelsea.jpg"
 TILE, TILE_SOURCE = 64, 192  # held-out photos: resized to a 192 px shorter side, cut into 64 px tiles
-CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "tiny"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tiny"  # package data (configs/ in a checkout links here)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

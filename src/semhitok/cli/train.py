@@ -91,9 +91,9 @@ def _load_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _is_main_rank() -> bool:
-    import torch.distributed as dist
+    from .. import distributed
 
-    return not dist.is_initialized() or dist.get_rank() == 0
+    return distributed.rank() == 0
 
 
 def _os_message(exc: OSError) -> str:

@@ -97,12 +97,10 @@ def current_worker() -> tuple[int, int]:
 
 
 def current_rank_and_world() -> tuple[int, int]:
-    """``(rank, world)`` from ``torch.distributed`` when it is initialised; ``(0, 1)`` otherwise."""
-    import torch.distributed as dist
+    """``(rank, world)`` of the process group when one is initialised; ``(0, 1)`` otherwise."""
+    from semhitok import distributed
 
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    return distributed.rank(), distributed.world_size()
 
 
 def _check_rank(rank: int, world: int, rank_name: str, world_name: str) -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
+from .. import distributed
 from ..data import TransformConfig, build_dataset, collate_samples
 from .codebook_stats import CodebookUsage
 from .fid_features import Extractor, dataset_identity, load_reference, reference_key, save_reference
@@ -50,7 +51,7 @@ def evaluate(
     device = next(model.parameters()).device
     dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"), bad_files_log=bad_files_log)
     protocol = eval_protocol(model.image_size, max_images)
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    rank, world = distributed.rank(), distributed.world_size()
     limit = max_images
     if world > 1:
         # Under torchrun each rank takes every world-th image of the first max_images (webdataset

@@ -10,9 +10,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..distributed import is_distributed, rank
+from ..distributed import is_distributed, rank, world_size
 
-__all__ = ["all_reduce_sum_", "broadcast_", "gather_rows", "is_distributed", "rank"]
+__all__ = ["all_reduce_sum_", "broadcast_", "gather_rows", "is_distributed", "rank", "world_size"]
 
 
 def all_reduce_sum_(t: Tensor) -> Tensor:

@@ -138,7 +138,7 @@ class EMAVectorQuantizer(nn.Module):
 
     @torch.no_grad()
     def _init_by_kmeans(self, flat: Tensor) -> None:
-        per_rank = max(1, self.kmeans_max_samples // (torch.distributed.get_world_size() if D.is_distributed() else 1))
+        per_rank = max(1, self.kmeans_max_samples // D.world_size())
         local = flat[torch.randperm(flat.shape[0], device=flat.device)[:per_rank]]
         pool = D.gather_rows(local)
         centroids = kmeans(pool, self.codebook_size, self.kmeans_iters)

@@ -428,7 +428,7 @@ def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str
     keys = sorted(values)
     packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(packed)
-    packed /= dist.get_world_size()
+    packed /= distributed.world_size()
     return dict(zip(keys, packed.tolist()))
 
 
@@ -451,7 +451,7 @@ def codebook_rank_divergence(model: SemHiTok) -> float:
     The EMA codebook is a buffer that DDP does not synchronise; the quantizer all-reduces its
     statistics so every rank should hold bit-identical codes. This checks it.
     """
-    if not dist.is_initialized() or dist.get_world_size() == 1:
+    if not distributed.is_distributed():
         return 0.0
     q = model.semantic_quantizer
     worst = torch.zeros((), device=q.embed.device)
