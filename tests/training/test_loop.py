@@ -105,10 +105,13 @@ def test_bad_files_are_skipped_until_the_threshold(photos, tmp_path):
     (data / "broken.png").write_bytes(b"not an image")
     result = train(_config("stage1_semantic.yaml", "run.max_steps=2", "data.max_bad_fraction=0.5"), tmp_path / "ok", data_path=str(data), quiet=True)
     assert result.steps == 2
+    assert "broken.png" in (tmp_path / "ok.bad_files.log").read_text()  # listed beside the run folder
     for i in range(8):
         (data / f"broken_{i}.png").write_bytes(b"junk")
-    with pytest.raises(BadDataError, match="could not be decoded"):
+    with pytest.raises(BadDataError, match="could not be decoded") as excinfo:
         train(_config("stage1_semantic.yaml", "run.max_steps=4", "data.max_bad_fraction=0.1", "data.min_seen=5"), tmp_path / "bad", data_path=str(data), quiet=True)
+    assert "bad.bad_files.log" in str(excinfo.value) and not (tmp_path / "bad").exists()
+    assert sum("broken" in line for line in (tmp_path / "bad.bad_files.log").read_text().splitlines()) >= 1
 
 
 def test_run_folder_contents(photos, tmp_path):

@@ -8,7 +8,7 @@ raises :class:`BadDataError` once the bad fraction passes ``max_bad_fraction`` a
 ``min_seen`` files.
 
 Each bad file's name and reason go to a log file when one is given (``log_path``; training writes
-``RUN_DIR/bad_files.log``), else to the ``semhitok.data`` logger at DEBUG level -- never one
+``RUN_DIR.bad_files.log``, eval ``OUT.bad_files.log``), else to the ``semhitok.data`` logger at DEBUG level -- never one
 terminal line per file. The error itself is one line: the count, the first bad file and its
 reason, and where the details are.
 """

@@ -137,7 +137,7 @@ def train(
         step, position = _restore(parts, existing[-1].path, ctx)
 
     # Read the first batch before anything is written: bad data leaves no run folder behind.
-    batches = _open_data(config, data_path, parts.model, ctx, position)
+    batches = _open_data(config, data_path, parts.model, ctx, position, bad_files_log(run_dir))
     lock = _lock_run_folder(run_dir, ctx)
     set_up = False
     try:
@@ -331,14 +331,22 @@ def _restore(parts: _Parts, path: Path, ctx: distributed.DistContext) -> tuple[i
     return int(state["step"]), DataPosition(**state["data"])
 
 
+def bad_files_log(run_dir: Path) -> Path:
+    """Where a run lists the files it skipped: ``RUN_DIR.bad_files.log`` beside the run folder (as
+    eval's ``OUT.bad_files.log``), because the data is read before the run folder is created and the
+    list must survive a run that stops on bad data."""
+    return run_dir.parent / f"{run_dir.name}.bad_files.log"
+
+
 def _open_data(
-    config: TrainConfig, data_path: str, model: SemHiTok, ctx: distributed.DistContext, position: DataPosition,
+    config: TrainConfig, data_path: str, model: SemHiTok, ctx: distributed.DistContext, position: DataPosition, log: Path,
 ) -> Iterator[tuple[DataPosition, SampleBatch]]:
-    """The batch stream from ``position``, with its first batch already read (so bad data fails here)."""
+    """The batch stream from ``position``, with its first batch already read (so bad data fails here);
+    undecodable files are listed in ``log``."""
     transform = TransformConfig(image_size=model.image_size, crop=config.data.crop, flip=config.data.flip)
     dataset = build_dataset(
         data_path, transform, seed=config.run.seed, max_bad_fraction=config.data.max_bad_fraction,
-        min_seen=config.data.min_seen, shuffle_shards=True,
+        min_seen=config.data.min_seen, shuffle_shards=True, bad_files_log=log,
     )
     batches = iterate_batches(
         dataset, config.data.batch_size, rank=ctx.rank, world=ctx.world_size, seed=config.run.seed,
