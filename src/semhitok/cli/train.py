@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..training import TrainConfig
 
 NAME = "train"
-HELP = "train one stage (semantic | pixel | decoder)"
+HELP = "train one stage (semantic | pixel | decoder), or the mini-world's teacher"
 DESCRIPTION = "Train one SemHiTok stage. The config names the stage; key=value arguments override it."
 EXAMPLE = """\
 examples:
@@ -55,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise CLIError("--allow-config-change only applies with --resume")
+    if _stage_of(args.config) == "teacher":
+        return _train_teacher(args)
     config = _load_config(args)
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     try:
@@ -88,6 +90,47 @@ def _load_config(args: argparse.Namespace) -> TrainConfig:
         return TrainConfig.from_yaml(config_path, overrides)
     except ValueError as exc:
         raise CLIError(one_line(exc)) from exc  # from_yaml's messages start with the file's name
+
+
+def _stage_of(path: str) -> str | None:
+    """The config's ``stage:`` (None when unreadable: the full loader then reports why)."""
+    from ..yaml_io import load_yaml
+
+    try:
+        raw = load_yaml(path)
+    except (OSError, ValueError):
+        return None
+    return raw.get("stage") if isinstance(raw, dict) else None
+
+
+def _train_teacher(args: argparse.Namespace) -> int:
+    """``stage: teacher``: the mini-world's SigLIP-style image tower (see semhitok.training.teacher)."""
+    from ..training.overrides import apply_overrides
+    from ..training.teacher import TeacherTrainConfig, train_teacher
+    from ..yaml_io import load_yaml
+
+    if args.resume or args.init:
+        raise CLIError("a teacher run starts from scratch: --resume and --init do not apply")
+    try:
+        raw = apply_overrides(load_yaml(args.config), list(args.overrides))
+        if args.max_steps:
+            raw["max_steps"] = args.max_steps
+        config = TeacherTrainConfig.from_dict(raw)
+    except (ValueError, TypeError) as exc:
+        raise CLIError(f"{args.config}: {one_line(exc)}") from exc
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if (run_dir / "model").exists():
+        raise CLIError(f"{run_dir} already holds a trained teacher (model/); choose another --out")
+    try:
+        result = train_teacher(config, run_dir, data_path=args.data, quiet=args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        raise CLIError(one_line(exc)) from exc
+    val = result["val"]
+    info(
+        f"trained the teacher {result['steps']} steps in {result['train_seconds']:.0f} s; zero-shot on val: "
+        f"class {val['val_class_accuracy']:.1%}, colour {val['val_colour_accuracy']:.1%}; model: {run_dir / 'model'}"
+    )
+    return 0
 
 
 def _is_main_rank() -> bool:

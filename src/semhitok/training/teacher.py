@@ -1,0 +1,321 @@
+"""Train the mini-world's text-aligned teacher: a small SigLIP image tower, LiT-style.
+
+SemHiTok's stage 1 needs a frozen *text-aligned* encoder (the paper uses SigLIP). No SigLIP weights
+exist offline, so for the mini-world we train one here, the way SigLIP and LiT are trained:
+
+* text tower: a frozen causal LM (SmolLM2-135M-Instruct) -> mean-pooled caption embedding, then a
+  *trainable* linear projection (LiT: "locked image" becomes "locked text" here; the LM is far too
+  big to fine-tune on a laptop, and its embeddings are computed once per unique caption and cached);
+* image tower: a Hugging Face ``SiglipVisionModel`` (ViT + attention-pooling head) from scratch;
+* loss: SigLIP's pairwise sigmoid loss ``-1/|B| sum_ij log sigmoid(y_ij (t x_i.y_j + b))`` with a
+  learnable temperature ``t`` (init 10) and bias ``b`` (init -10), y_ij = +1 for a positive pair.
+  Pairs of images whose captions are the same string are positives too (a batch of 256 draws from
+  only 600 distinct captions; calling those pairs negatives would teach the model to separate
+  identical texts).
+
+The result is saved as a plain Hugging Face ``SiglipVisionModel`` folder (``config.json``,
+``model.safetensors``, ``preprocessor_config.json``), so SemHiTok loads it exactly like a real SigLIP
+through ``teacher_config_from_folder``; the text head and the class x colour prompt embeddings for
+zero-shot evaluation sit beside it in ``text_head.safetensors`` / ``zero_shot.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS, TEMPLATES, caption_for
+from .schedule import warmup_cosine
+
+__all__ = ["TeacherTrainConfig", "TeacherTower", "load_split", "train_teacher", "zero_shot_accuracy"]
+
+
+@dataclass
+class TeacherModelConfig:
+    """The image tower (a SigLIP vision transformer with its attention-pooling head)."""
+
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 128
+    depth: int = 6
+    num_heads: int = 4
+    mlp_ratio: float = 4.0
+
+    def hf_config(self) -> Any:
+        from transformers import SiglipVisionConfig
+
+        return SiglipVisionConfig(
+            image_size=self.image_size, patch_size=self.patch_size, hidden_size=self.width,
+            intermediate_size=int(self.width * self.mlp_ratio), num_hidden_layers=self.depth,
+            num_attention_heads=self.num_heads, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+            num_channels=3, vision_use_head=True,
+        )
+
+
+@dataclass
+class TeacherTrainConfig:
+    """Config of ``stage: teacher`` runs (see ``configs/mini/teacher.yaml``).
+
+    Attributes:
+        data: a colour Fashion-MNIST build (``semhitok data colour-fashion-mnist``): its
+            ``images/{split}`` folders and ``labels/{split}.jsonl`` are read.
+        text_model: the frozen LM giving caption embeddings (a name or a local HF folder).
+        batch_size: images per step (the sigmoid loss has no all-gather: this is the whole batch).
+    """
+
+    stage: str = "teacher"
+    data: str | None = None
+    text_model: str = "smollm2-135m"
+    model: TeacherModelConfig = field(default_factory=TeacherModelConfig)
+    batch_size: int = 256
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_steps: int = 200
+    max_steps: int = 3000
+    eval_every: int = 500
+    log_every: int = 50
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.stage != "teacher":
+            raise ValueError(f"a teacher config has stage: teacher, got {self.stage!r}")
+        if isinstance(self.model, dict):
+            unknown = sorted(set(self.model) - {f.name for f in dataclasses.fields(TeacherModelConfig)})
+            if unknown:
+                raise ValueError(f"unknown keys in 'model': {', '.join(unknown)}")
+            self.model = TeacherModelConfig(**self.model)
+        for name in ("batch_size", "max_steps", "eval_every", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        for name in ("lr", "min_lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+        if self.model.image_size % self.model.patch_size:
+            raise ValueError("model.image_size must be a multiple of model.patch_size")
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> TeacherTrainConfig:
+        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown keys in a teacher config: {', '.join(unknown)}")
+        return cls(**raw)
+
+
+class TeacherTower(nn.Module):
+    """Image tower + trainable text projection + SigLIP's temperature and bias."""
+
+    def __init__(self, config: TeacherModelConfig, text_dim: int) -> None:
+        super().__init__()
+        from transformers import SiglipVisionModel
+
+        self.vision = SiglipVisionModel(config.hf_config())
+        self.text_proj = nn.Linear(text_dim, config.width)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))
+
+    def embed_images(self, images: Tensor) -> Tensor:
+        """(B, 3, S, S) in [0, 1] -> l2-normalised (B, width) pooled embeddings."""
+        pixel_values = (images - 0.5) / 0.5  # SigLIP's normalisation (mean = std = 0.5)
+        return F.normalize(self.vision(pixel_values=pixel_values).pooler_output, dim=-1)
+
+    def embed_texts(self, text_features: Tensor) -> Tensor:
+        return F.normalize(self.text_proj(text_features), dim=-1)
+
+    def sigmoid_loss(self, image_emb: Tensor, text_emb: Tensor, positives: Tensor) -> Tensor:
+        """SigLIP's loss; ``positives`` is a (B, B) bool matrix (True on the diagonal at least)."""
+        logits = image_emb @ text_emb.T * self.logit_scale.exp() + self.logit_bias
+        signs = positives.float() * 2.0 - 1.0
+        return -F.logsigmoid(signs * logits).sum() / image_emb.shape[0]
+
+
+# ---- data ---------------------------------------------------------------------------------------
+@dataclass
+class SplitData:
+    images: Tensor  # uint8 (N, 3, S, S)
+    captions: list[str]
+    labels: Tensor  # long (N,)
+    colours: Tensor  # long (N,)
+
+
+def load_split(root: str | Path, split: str, limit: int | None = None) -> SplitData:
+    """Read ``images/{split}/KEY.png`` of a colour Fashion-MNIST build with its labels into memory."""
+    from PIL import Image
+
+    root = Path(root)
+    labels_file = root / "labels" / f"{split}.jsonl"
+    if not labels_file.is_file():
+        raise FileNotFoundError(f"{labels_file} not found: is {root} a colour Fashion-MNIST build (semhitok data colour-fashion-mnist)?")
+    records = [json.loads(line) for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = records[:limit] if limit else records
+    images = []
+    for r in tqdm(records, desc=f"read {split}", unit="img", leave=False, disable=None):
+        with Image.open(root / "images" / split / f"{r['key']}.png") as im:
+            images.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+    return SplitData(
+        torch.stack(images), [r["caption"] for r in records],
+        torch.tensor([r["label"] for r in records]), torch.tensor([r["colour"] for r in records]),
+    )
+
+
+def _text_features(captions: list[str], text_model: str, cache: Path) -> dict[str, Tensor]:
+    """Embeddings of the distinct captions, cached in ``cache`` (keyed by the caption list)."""
+    distinct = sorted(set(captions))
+    key = hashlib.sha256(json.dumps([text_model, distinct]).encode()).hexdigest()[:16]
+    if cache.is_file():
+        stored = load_file(str(cache))
+        if "key_" + key in stored:
+            return dict(zip(distinct, stored["features"]))
+    from ..llm import caption_embeddings, load_causal_lm
+
+    model, tokenizer = load_causal_lm(text_model)
+    features = caption_embeddings(distinct, model, tokenizer)
+    save_file({"features": features.contiguous(), "key_" + key: torch.zeros(1)}, str(cache))
+    return dict(zip(distinct, features))
+
+
+def prompt_captions() -> list[tuple[int, int, str]]:
+    """Every (class, colour, caption) of every template: the zero-shot prompt set."""
+    return [(c, k, caption_for(c, k, t)) for c in range(len(CLASS_NAMES)) for k in range(len(COLOUR_NAMES)) for t in range(len(TEMPLATES))]
+
+
+@torch.no_grad()
+def zero_shot_classifier(tower: TeacherTower, features: dict[str, Tensor]) -> Tensor:
+    """(10 * 10, width): per class x colour pair, the normalised mean of its templates' embeddings."""
+    prompts = prompt_captions()
+    emb = tower.embed_texts(torch.stack([features[p] for _, _, p in prompts]))
+    return F.normalize(emb.view(len(CLASS_NAMES) * len(COLOUR_NAMES), len(TEMPLATES), -1).mean(1), dim=-1)
+
+
+@torch.no_grad()
+def zero_shot_accuracy(tower: TeacherTower, classifier: Tensor, data: SplitData, batch_size: int = 512) -> dict[str, float]:
+    """Class and colour accuracy of the best-scoring class x colour prompt."""
+    tower.eval()
+    hits_cls = hits_col = hits_both = 0
+    for start in range(0, len(data.captions), batch_size):
+        images = data.images[start : start + batch_size].float() / 255.0
+        best = (tower.embed_images(images) @ classifier.T).argmax(-1)
+        cls, col = best // len(COLOUR_NAMES), best % len(COLOUR_NAMES)
+        ok_cls = cls == data.labels[start : start + batch_size]
+        ok_col = col == data.colours[start : start + batch_size]
+        hits_cls += int(ok_cls.sum())
+        hits_col += int(ok_col.sum())
+        hits_both += int((ok_cls & ok_col).sum())
+    n = len(data.captions)
+    return {"class_accuracy": hits_cls / n, "colour_accuracy": hits_col / n, "pair_accuracy": hits_both / n, "images": n}
+
+
+# ---- training -----------------------------------------------------------------------------------
+def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path: str | None = None, limit: int | None = None, quiet: bool = False) -> dict[str, Any]:
+    """Train the teacher; writes ``run_dir/model`` (a SiglipVisionModel folder) and returns the metrics."""
+    run_dir = Path(run_dir)
+    root = data_path or config.data
+    if root is None:
+        raise ValueError("no training data: give --data DIR (a colour Fashion-MNIST build) or data: in the config")
+    train_data = load_split(root, "train", limit)
+    val_data = load_split(root, "val", limit)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+    all_captions = train_data.captions + [p for _, _, p in prompt_captions()]
+    features = _text_features(all_captions, config.text_model, run_dir / "text_features.safetensors")
+    train_text = torch.stack([features[c] for c in train_data.captions])
+    caption_ids = torch.tensor(_caption_ids(train_data.captions))
+
+    torch.manual_seed(config.seed)
+    tower = TeacherTower(config.model, text_dim=train_text.shape[1])
+    decay = [p for n, p in tower.named_parameters() if p.ndim >= 2 and "position_embedding" not in n]
+    no_decay = [p for n, p in tower.named_parameters() if not (p.ndim >= 2 and "position_embedding" not in n)]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr, betas=(0.9, 0.95),
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    metrics_file = open(run_dir / "metrics.jsonl", "w")
+    bar = tqdm(total=config.max_steps, desc="train teacher", disable=quiet or None, dynamic_ncols=True)
+    started, history = time.perf_counter(), []
+    try:
+        for step in range(config.max_steps):
+            lr = warmup_cosine(step, base_lr=config.lr, warmup_steps=config.warmup_steps, total_steps=config.max_steps, min_lr=config.min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(len(train_data.captions), (config.batch_size,), generator=gen)
+            images = train_data.images[idx].float() / 255.0
+            flip = torch.rand(config.batch_size, generator=gen) < 0.5
+            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # colour and class survive a mirror
+            tower.train()
+            positives = caption_ids[idx].unsqueeze(0) == caption_ids[idx].unsqueeze(1)
+            loss = tower.sigmoid_loss(tower.embed_images(images), tower.embed_texts(train_text[idx]), positives)
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"non-finite teacher loss at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(tower.parameters(), 1.0)
+            optimizer.step()
+            bar.update(1)
+            record: dict[str, Any] = {"step": step + 1, "loss": float(loss.detach()), "lr": lr, "t": float(tower.logit_scale.detach().exp()), "b": float(tower.logit_bias.detach())}
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
+                record.update({f"val_{k}": v for k, v in zero_shot_accuracy(tower, zero_shot_classifier(tower, features), val_data).items()})
+            if (step + 1) % config.log_every == 0 or "val_class_accuracy" in record:
+                record["seconds"] = time.perf_counter() - started
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                history.append(record)
+                bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "val_class_accuracy", "val_colour_accuracy")}, refresh=False)
+    finally:
+        bar.close()
+        metrics_file.close()
+    seconds = time.perf_counter() - started
+    classifier = zero_shot_classifier(tower, features)
+    result: dict[str, Any] = {"steps": config.max_steps, "train_seconds": seconds, "images_seen": config.max_steps * config.batch_size, "val": history[-1]}
+    if (Path(root) / "labels" / "test.jsonl").is_file():
+        test_data = load_split(root, "test", limit)
+        result["test"] = zero_shot_accuracy(tower, classifier, test_data)
+        held = torch.tensor([(int(c), int(k)) in HELD_OUT_PAIRS for c, k in zip(test_data.labels, test_data.colours)])
+        if held.any():  # class x colour pairs never seen in training: composition
+            subset = SplitData(test_data.images[held], [c for c, h in zip(test_data.captions, held) if h], test_data.labels[held], test_data.colours[held])
+            result["test_held_out_pairs"] = zero_shot_accuracy(tower, classifier, subset)
+    save_teacher(tower, classifier, run_dir / "model")
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _caption_ids(captions: list[str]) -> list[int]:
+    index: dict[str, int] = {}
+    return [index.setdefault(c, len(index)) for c in captions]
+
+
+def save_teacher(tower: TeacherTower, classifier: Tensor, folder: Path) -> None:
+    """A SiglipVisionModel folder + ``text_head.safetensors`` + ``zero_shot.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    tower.vision.save_pretrained(folder, safe_serialization=True)
+    size = tower.vision.config.image_size
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "SiglipImageProcessor", "do_resize": True, "size": {"height": size, "width": size},
+        "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+    }, indent=2) + "\n")
+    save_file({
+        "text_proj.weight": tower.text_proj.weight.detach().contiguous(), "text_proj.bias": tower.text_proj.bias.detach().contiguous(),
+        "logit_scale": tower.logit_scale.detach().reshape(1), "logit_bias": tower.logit_bias.detach().reshape(1),
+        "zero_shot_classifier": classifier.contiguous(),
+    }, str(folder / "text_head.safetensors"))
+    (folder / "zero_shot.json").write_text(json.dumps({
+        "rows": [[CLASS_NAMES[c], COLOUR_NAMES[k]] for c in range(len(CLASS_NAMES)) for k in range(len(COLOUR_NAMES))],
+        "templates": list(TEMPLATES),
+        "note": "zero_shot_classifier row r = class r // 10, colour r % 10: the l2-normalised mean of the templates' projected caption embeddings",
+    }, indent=2) + "\n")
