@@ -138,3 +138,26 @@ def test_cli_builds_and_refuses_cleanly(idx_dir, tmp_path, capsys):
     assert len(err) == 2 and all(line.startswith("semhitok: error:") for line in err)
     assert "apt-get install dataset-fashion-mnist" in err[1]
     assert not (tmp_path / "new").exists() and not list(tmp_path.glob(".new.*"))
+
+
+def test_the_shipped_slice_is_the_start_of_the_full_build():
+    """The 200-per-split slice in the package is what the builder makes from the real Fashion-MNIST
+    (checked where Debian's dataset-fashion-mnist is installed)."""
+    from importlib import resources
+
+    from semhitok.data.fashion_mnist import find_fashion_mnist
+
+    shipped = resources.files("semhitok") / "assets" / "colour-fashion-mnist-mini"
+    manifest = json.loads((shipped / "manifest.json").read_text())
+    assert manifest["counts"] == {"train": 200, "val": 200, "test": 200} and manifest["size"] == 64
+    try:
+        find_fashion_mnist(None, "train")
+    except FileNotFoundError:
+        pytest.skip("dataset-fashion-mnist is not installed")
+    from PIL import Image
+
+    for split in ("train", "test"):
+        items = list(iter_split(split, idx_dir=None, seed=manifest["seed"], size=64, limit=5))
+        for item in items:
+            stored = np.asarray(Image.open(shipped / "images" / split / f"{item.key}.png"))
+            assert np.array_equal(stored, item.image), item.key
