@@ -416,4 +416,22 @@ def _paper_384() -> dict[str, Any]:
     }
 
 
-PRESETS = {"tiny": _tiny, "paper-256": _paper_256, "paper-384": _paper_384}
+def _mini() -> dict[str, Any]:
+    # The mini-world (colour Fashion-MNIST at 64 px): the teacher is the small SigLIP vision tower
+    # trained by `stage: teacher` (configs/mini/teacher.yaml; 8 px patches, an 8x8 grid), so the
+    # pixel branch uses 8 px patches too. K=1024 semantic codes of d_s=32 (the data has 100 class x
+    # colour concepts, each spread over many patch appearances), m=8 sub-codes of d_p=16.
+    return {
+        "teacher": {"kind": "siglip", "hf_config": {
+            "image_size": 64, "patch_size": 8, "hidden_size": 128, "intermediate_size": 512,
+            "num_hidden_layers": 6, "num_attention_heads": 4, "hidden_act": "gelu_pytorch_tanh",
+            "layer_norm_eps": 1e-6, "num_channels": 3}},
+        "pixel_patch_size": 8, "codebook_size": 1024, "semantic_dim": 32, "subcodebook_size": 8,
+        "pixel_dim": 16, "semantic_head_hidden": 256,
+        "semantic_decoder": {"width": 128, "depth": 3, "num_heads": 4},
+        "pixel_encoder": {"width": 128, "depth": 4, "num_heads": 4},
+        "pixel_decoder": {"width": 128, "depth": 4, "num_heads": 4},
+    }
+
+
+PRESETS = {"tiny": _tiny, "mini": _mini, "paper-256": _paper_256, "paper-384": _paper_384}

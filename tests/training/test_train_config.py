@@ -21,7 +21,8 @@ VGG = "loss.vgg_weights=/path/to/vgg16.pth"
 
 def _overrides(path: Path) -> list[str]:
     if "stage1" in path.name:
-        return []
+        # the mini config leaves the teacher folder to the command line (the teacher run's model/)
+        return ["model.teacher.pretrained_path=/some/teacher"] if "mini" in str(path) else []
     return ["init=/some/model"] + ([VGG] if "paper" in str(path) else [])
 
 
@@ -34,7 +35,7 @@ def test_configs_are_shipped():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.relative_to(p.parents[1]).as_posix())
 def test_every_shipped_config_validates(path):
     cfg = TrainConfig.from_yaml(path, _overrides(path))
-    init_config = None if cfg.init is None else SemHiTokConfig.from_preset("paper-256" if "paper" in str(path) else "tiny")
+    init_config = None if cfg.init is None else SemHiTokConfig.from_preset({"paper": "paper-256", "mini": "mini", "tiny": "tiny"}[path.parent.name])
     model = cfg.model_config(init_config)
     assert model.vocab_size == model.codebook_size * model.subcodebook_size
     assert isinstance(cfg.loss, SemanticLossConfig if cfg.stage == "semantic" else LossConfig)
@@ -185,3 +186,12 @@ def test_unreadable_and_broken_files_name_the_file(tmp_path):
         TrainConfig.from_yaml(binary)
     with pytest.raises(ValueError, match=rf"^{tmp_path}: cannot read the config"):
         TrainConfig.from_yaml(tmp_path)  # a folder
+
+
+def test_stage1_refuses_a_random_teacher(tmp_path):
+    """Distilling random teacher weights gives codes that mean nothing: only the tiny preset may."""
+    path = tmp_path / "c.yaml"
+    path.write_text("stage: semantic\nmodel:\n  preset: mini\n")
+    with pytest.raises(ValueError, match="model.teacher.pretrained_path: is not set: stage 1 needs the teacher's weights"):
+        TrainConfig.from_yaml(path)
+    assert TrainConfig.from_yaml(path, ["model.teacher.pretrained_path=/t"]).model_config().teacher.pretrained_path == "/t"

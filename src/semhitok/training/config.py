@@ -142,7 +142,14 @@ class TrainConfig:
         if self.init is None:
             if not self.model:
                 raise ConfigError("model", "a training config needs a 'model' section (e.g. preset: tiny) or an 'init' model folder")
-            self.model_config()  # validate now, not after the data has been opened
+            model_config = self.model_config()  # validate now, not after the data has been opened
+            # Stage 1 distils the teacher: on random teacher weights its "semantic" codes mean
+            # nothing. Only the tiny preset (tests, the quick demo) may do that, knowingly.
+            if self.model.get("preset") != "tiny" and model_config.teacher.pretrained_path is None:
+                raise ConfigError(
+                    "model.teacher.pretrained_path",
+                    "is not set: stage 1 needs the teacher's weights (a local SigLIP/CLIP folder, or the mini-world teacher's model/ folder)",
+                )
         else:
             if "preset" in self.model:
                 raise ConfigError("model.preset", "cannot be combined with 'init': the init model fixes the architecture")
