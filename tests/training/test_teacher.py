@@ -102,3 +102,21 @@ def test_cli_trains_a_teacher_and_refuses_bad_input(data, tiny_lm, tmp_path, cap
     assert main(["train", str(cfg), "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "v"), f"text_model={tiny_lm}"]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 3 and all(line.startswith("semhitok: error:") for line in err), err
+
+
+def test_judge_trains_saves_and_loads(data, tmp_path, capsys):
+    from semhitok.evaluation.judge import Judge, judge_accuracy
+
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text("stage: judge\nmodel: {image_size: 32, widths: [8, 16]}\nbatch_size: 8\nmax_steps: 3\neval_every: 3\n")
+    assert main(["train", str(cfg), "--data", str(data), "--out", str(tmp_path / "j"), "--quiet"]) == 0
+    assert "trained the judge 3 steps" in capsys.readouterr().out
+    judge = Judge.from_pretrained(tmp_path / "j" / "model")
+    images = torch.rand(5, 3, 32, 32)
+    cls, col = judge.predict(images)
+    assert cls.shape == col.shape == (5,) and judge.features(images).shape == (5, 16)
+    # the accuracy is what the predictions say, counted by hand
+    labels, colours = cls.clone(), col.clone()
+    labels[0] = (labels[0] + 1) % 10
+    acc = judge_accuracy(judge, images, labels, colours)
+    assert acc == pytest.approx({"class_accuracy": 0.8, "colour_accuracy": 1.0, "pair_accuracy": 0.8, "images": 5})

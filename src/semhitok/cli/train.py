@@ -55,8 +55,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.allow_config_change and not args.resume:
         raise CLIError("--allow-config-change only applies with --resume")
-    if _stage_of(args.config) == "teacher":
-        return _train_teacher(args)
+    if _stage_of(args.config) in ("teacher", "judge"):
+        return _train_mini_world_model(args, _stage_of(args.config))
     config = _load_config(args)
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     try:
@@ -103,31 +103,35 @@ def _stage_of(path: str) -> str | None:
     return raw.get("stage") if isinstance(raw, dict) else None
 
 
-def _train_teacher(args: argparse.Namespace) -> int:
-    """``stage: teacher``: the mini-world's SigLIP-style image tower (see semhitok.training.teacher)."""
+def _train_mini_world_model(args: argparse.Namespace, stage: str) -> int:
+    """``stage: teacher`` (the mini-world's SigLIP-style image tower, semhitok.training.teacher) or
+    ``stage: judge`` (the independent class/colour classifier, semhitok.evaluation.judge)."""
+    from ..evaluation.judge import JudgeTrainConfig, train_judge
     from ..training.overrides import apply_overrides
     from ..training.teacher import TeacherTrainConfig, train_teacher
     from ..yaml_io import load_yaml
 
+    config_cls, trainer = (TeacherTrainConfig, train_teacher) if stage == "teacher" else (JudgeTrainConfig, train_judge)
     if args.resume or args.init:
-        raise CLIError("a teacher run starts from scratch: --resume and --init do not apply")
+        raise CLIError(f"a {stage} run starts from scratch: --resume and --init do not apply")
     try:
         raw = apply_overrides(load_yaml(args.config), list(args.overrides))
         if args.max_steps:
             raw["max_steps"] = args.max_steps
-        config = TeacherTrainConfig.from_dict(raw)
+        config = config_cls.from_dict(raw)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{args.config}: {one_line(exc)}") from exc
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if (run_dir / "model").exists():
-        raise CLIError(f"{run_dir} already holds a trained teacher (model/); choose another --out")
+        raise CLIError(f"{run_dir} already holds a trained {stage} (model/); choose another --out")
     try:
-        result = train_teacher(config, run_dir, data_path=args.data, quiet=args.quiet)
+        result = trainer(config, run_dir, data_path=args.data, quiet=args.quiet)
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(one_line(exc)) from exc
     val = result["val"]
+    what = "zero-shot on val" if stage == "teacher" else "on val"
     info(
-        f"trained the teacher {result['steps']} steps in {result['train_seconds']:.0f} s; zero-shot on val: "
+        f"trained the {stage} {result['steps']} steps in {result['train_seconds']:.0f} s; {what}: "
         f"class {val['val_class_accuracy']:.1%}, colour {val['val_colour_accuracy']:.1%}; model: {run_dir / 'model'}"
     )
     return 0
