@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import CLIError
+from .errors import CLIError, one_line
 from .messages import warn_on_success
 from .options import PRESET_SEED
 
@@ -45,7 +45,21 @@ def load_model(args: argparse.Namespace) -> LoadedModel:
     device = resolve_device(getattr(args, "device", None))
     if args.preset is not None:
         return LoadedModel(_preset_model(args.preset, device), f"preset {args.preset!r}", untrained=True)
-    return LoadedModel(folder_model(Path(args.model), device), f"model folder {args.model}", untrained=False)
+    return LoadedModel(folder_model(model_folder(args.model), device), f"model folder {args.model}", untrained=False)
+
+
+def model_folder(name_or_path: str) -> Path:
+    """``--model``: a folder, or the name of a model shipped in the package (``mini-semhitok``).
+    A folder of that name in the working directory wins over the shipped model."""
+    from ..pretrained import PRETRAINED, pretrained_path
+
+    path = Path(name_or_path)
+    if path.exists() or name_or_path not in PRETRAINED:
+        return path
+    try:
+        return pretrained_path(name_or_path)
+    except FileNotFoundError as exc:
+        raise CLIError(one_line(exc)) from exc
 
 
 def _preset_model(name: str, device: torch.device) -> SemHiTok:

@@ -24,7 +24,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("model (give one)")
     exclusive = group.add_mutually_exclusive_group(required=True)
-    exclusive.add_argument("--model", metavar="DIR", help="a SemHiTok folder (config.json + model.safetensors, from save_pretrained)")
+    exclusive.add_argument("--model", metavar="DIR", help="a SemHiTok folder (config.json + model.safetensors, from save_pretrained), or mini-semhitok (shipped)")
     exclusive.add_argument(
         "--preset", metavar="NAME",
         help=f"build an UNTRAINED model with random weights (seed {PRESET_SEED}) from a preset: {', '.join(sorted(PRESETS))}; for trying the tool only",
