@@ -11,7 +11,7 @@ from semhitok.cli.main import main
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "--steps", "3", "3", "--quiet"]) == 0
+    assert main(["demo", "-o", str(out), "--from-scratch", "--steps", "3", "3", "--quiet"]) == 0
     report = json.loads((out / "demo.json").read_text())
     assert report["stage1_steps"] == 3 and report["stage2_steps"] == 3
     for key in ("heldout_psnr_untrained_db", "heldout_psnr_trained_db", "train_psnr_trained_db"):
@@ -20,13 +20,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert not any(p.name.startswith("chelsea") for p in (out / "data" / "train").iterdir())  # held out
     assert "held-out PSNR" in capsys.readouterr().out
     # Running it again replaces the previous demo (the README command can be repeated) ...
-    assert main(["demo", "-o", str(out), "--steps", "2", "2", "--quiet"]) == 0
+    assert main(["demo", "-o", str(out), "--from-scratch", "--steps", "2", "2", "--quiet"]) == 0
     assert json.loads((out / "demo.json").read_text())["stage1_steps"] == 2
     # ... but a folder that is not a demo's is never touched.
     other = tmp_path / "other"
     other.mkdir()
     (other / "keep.txt").write_text("mine")
-    assert main(["demo", "-o", str(other), "--steps", "2", "2"]) == 2
+    assert main(["demo", "-o", str(other), "--from-scratch", "--steps", "2", "2"]) == 2
     assert (other / "keep.txt").read_text() == "mine" and len(list(other.iterdir())) == 1
 
 
@@ -48,3 +48,19 @@ def test_demo_photos_are_package_data():
     if pyproject.is_file():  # the wheel's package data covers the photos and their licences
         text = pyproject.read_text()
         assert '"assets/*/*.jpg"' in text and '"assets/*/*.md"' in text
+
+
+def test_pretrained_demo_shows_the_shipped_model(tmp_path, capsys):
+    """The README's main job: the shipped tokenizer on held-out images, one page, real numbers."""
+    from semhitok.pretrained import available
+
+    if not {"mini-semhitok", "mini-judge"} <= set(available()):
+        pytest.skip("the mini models are not shipped in this checkout")
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--images", "64"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 64
+    page = (out / "index.html").read_text()
+    assert "Code gallery (paper Fig. 5)" in page and page.count("<img") >= 6
+    said = capsys.readouterr().out
+    assert f"PSNR {metrics['psnr_db']:.2f} dB" in said  # the terminal reports what the page measured
