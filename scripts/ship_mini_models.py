@@ -1,0 +1,171 @@
+"""Copy the trained mini-world models from their run folders into the package, with model cards.
+
+    python scripts/ship_mini_models.py --teacher runs/teacher --judge runs/judge --tokenizer runs/mini-s2 \
+        --data data/cfm
+
+Each card (README.md beside the weights) is written from the runs' own files (config, result.json,
+metrics.jsonl, run.jsonl), so it states what was run and measured, nothing else. The tokenizer's
+held-out numbers are measured here, on the test split of ``--data``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEST = ROOT / "src" / "semhitok" / "pretrained"
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+def _copy(src: Path, dest: Path, names: list[str]) -> None:
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in names:
+        shutil.copy2(src / name, dest / name)
+        (dest / name).chmod(0o644)
+
+
+def _size_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+
+
+def ship_teacher(run: Path) -> dict:
+    result = json.loads((run / "result.json").read_text())
+    config = json.loads((run / "config.json").read_text())
+    dest = DEST / "mini-teacher"
+    _copy(run / "model", dest, ["config.json", "model.safetensors", "preprocessor_config.json", "text_head.safetensors", "zero_shot.json"])
+    test, held = result.get("test", {}), result.get("test_held_out_pairs", {})
+    m = config["model"]
+    (dest / "README.md").write_text(f"""# mini-teacher: the mini-world's text-aligned teacher
+
+A Hugging Face `SiglipVisionModel` folder (load it with `transformers.SiglipVisionModel.from_pretrained`
+or as a SemHiTok teacher with `semhitok.modeling.teacher_config_from_folder`). It stands in for
+SigLIP in the mini-world, where no SigLIP weights exist offline.
+
+- **Architecture**: ViT, {m['image_size']} px, {m['patch_size']} px patches ({m['image_size'] // m['patch_size']}x{m['image_size'] // m['patch_size']} tokens), width {m['width']}, depth {m['depth']}, {m['num_heads']} heads, SigLIP attention-pooling head.
+- **Training**: SigLIP's sigmoid loss against frozen SmolLM2-135M-Instruct caption embeddings (mean of the
+  last hidden states; LiT with a locked text tower and a trainable linear projection, in
+  `text_head.safetensors`), from scratch, on the `train` split of colour Fashion-MNIST
+  (`semhitok data colour-fashion-mnist`, seed 0, 55,000 images): {result['steps']} steps of batch {config['batch_size']}
+  ({result['images_seen']:,} images), lr {config['lr']} with warm-up and cosine decay, {result['train_seconds'] / 60:.0f} min on
+  2 cores of an {_cpu()}.
+- **Command**: `semhitok train configs/mini/teacher.yaml --data DATA --out runs/teacher`
+- **Zero-shot** (best of the 100 class x colour prompts, each the mean of {len(json.loads((run / 'model' / 'zero_shot.json').read_text())['templates'])} caption templates):
+
+| split | images | class | colour | both |
+|---|---|---|---|---|
+| val | {result['val']['val_images']} | {100 * result['val']['val_class_accuracy']:.1f}% | {100 * result['val']['val_colour_accuracy']:.1f}% | {100 * result['val']['val_pair_accuracy']:.1f}% |
+| test | {test.get('images', '-')} | {100 * test.get('class_accuracy', float('nan')):.1f}% | {100 * test.get('colour_accuracy', float('nan')):.1f}% | {100 * test.get('pair_accuracy', float('nan')):.1f}% |
+| test, held-out class x colour pairs | {held.get('images', '-')} | {100 * held.get('class_accuracy', float('nan')):.1f}% | {100 * held.get('colour_accuracy', float('nan')):.1f}% | {100 * held.get('pair_accuracy', float('nan')):.1f}% |
+
+Targets of the mini-world: at least 85% class and 95% colour on test.
+""")
+    return result
+
+
+def ship_judge(run: Path) -> dict:
+    result = json.loads((run / "result.json").read_text())
+    dest = DEST / "mini-judge"
+    _copy(run / "model", dest, ["config.json", "model.safetensors"])
+    test = result.get("test", {})
+    (dest / "README.md").write_text(f"""# mini-judge: an independent class and colour classifier
+
+A small CNN (`semhitok.evaluation.judge.Judge`; no weights shared with the teacher or the tokenizer)
+trained on the real images of the colour Fashion-MNIST `train` split, with flips and small shifts:
+{result['steps']} steps, {result['train_seconds'] / 60:.0f} min on 2 cores of an {_cpu()}.
+Command: `semhitok train configs/mini/judge.yaml --data DATA --out runs/judge`.
+
+| split | images | class | colour | both |
+|---|---|---|---|---|
+| val | {result['val']['val_images']} | {100 * result['val']['val_class_accuracy']:.1f}% | {100 * result['val']['val_colour_accuracy']:.1f}% | {100 * result['val']['val_pair_accuracy']:.1f}% |
+| test | {test.get('images', '-')} | {100 * test.get('class_accuracy', float('nan')):.1f}% | {100 * test.get('colour_accuracy', float('nan')):.1f}% | {100 * test.get('pair_accuracy', float('nan')):.1f}% |
+
+It scores reconstructions and generated images (class and colour accuracy, and a Fréchet distance in
+its pooled feature space).
+""")
+    return result
+
+
+def ship_tokenizer(runs: list[Path], data: Path) -> dict:
+    from semhitok import SemHiTok
+    from semhitok.evaluation.judge import Judge
+    from semhitok.evaluation.showcase import load_labelled_split, showcase
+
+    last = runs[-1]
+    model = SemHiTok.from_pretrained(last / "model")
+    dest = DEST / "mini-semhitok"
+    if dest.exists():
+        shutil.rmtree(dest)
+    model.save_pretrained(dest)
+    test = load_labelled_split(data, "test")
+    judge = Judge.from_pretrained(DEST / "mini-judge")
+    metrics = showcase(model, test, Path("/tmp/ship_showcase"), judge=judge)
+    stages = []
+    for run in runs:
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        cfg = (run / "config.yaml").read_text()
+        stage = next(line.split(":", 1)[1].strip() for line in cfg.splitlines() if line.startswith("stage:"))
+        last_line = lines[-1]
+        stages.append(f"| {stage} | {last_line['step']} | {last_line.get('images_per_second', float('nan')):.0f} | {last_line['loss']:.4f} |")
+    jo, jr = metrics["judge_originals"], metrics["judge_reconstructions"]
+    (dest / "README.md").write_text(f"""# mini-semhitok: a pretrained SemHiTok for the mini-world
+
+`SemHiTok.from_pretrained(semhitok.pretrained.pretrained_path("mini-semhitok"))`, or `--model mini-semhitok`
+on the command line. 64 px images -> 8x8 tokens; K={model.codebook_size} semantic codes x m={model.subcodebook_size}
+pixel sub-codes = {model.vocab_size} ids; fingerprint `{model.fingerprint()}`. The teacher is the shipped
+`mini-teacher` (its weights are inside this folder).
+
+Trained here on the `train` split of colour Fashion-MNIST (55,000 images, seed 0) on 2 cores of an {_cpu()}:
+
+| stage | steps | images/s | last loss |
+|---|---|---|---|
+{chr(10).join(stages)}
+
+Commands: `configs/mini/stage1_semantic.yaml`, `stage2_pixel.yaml`{', `stage3_decoder.yaml`' if len(runs) > 2 else ''} (see docs/results.md).
+Perceptual loss: none (no VGG16/LPIPS weights exist offline, and LPIPS on a random network measures nothing).
+
+Held-out (`test` split, {metrics['images']} images), measured by `scripts/ship_mini_models.py`:
+
+| PSNR | SSIM | semantic codes used | sub-code usage | colour purity | class purity | judge on originals (class / colour) | judge on reconstructions (class / colour) |
+|---|---|---|---|---|---|---|---|
+| {metrics['psnr_db']:.2f} dB | {metrics['ssim']:.3f} | {metrics['semantic_codes_used']} / {model.codebook_size} | {100 * metrics['subcode_usage']:.1f}% | {100 * metrics['colour_purity']:.1f}% | {100 * metrics['class_purity']:.1f}% | {100 * jo['class_accuracy']:.1f}% / {100 * jo['colour_accuracy']:.1f}% | {100 * jr['class_accuracy']:.1f}% / {100 * jr['colour_accuracy']:.1f}% |
+
+Purity: the share of tokens whose image has the majority colour (class) of the tokens' semantic code.
+""")
+    return metrics
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--teacher", type=Path)
+    ap.add_argument("--judge", type=Path)
+    ap.add_argument("--tokenizer", type=Path, nargs="+", help="the stage run folders, in order (the last one's model/ ships)")
+    ap.add_argument("--data", type=Path, help="the colour Fashion-MNIST build (its test split is measured)")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    if args.teacher:
+        print(json.dumps(ship_teacher(args.teacher).get("test")))
+    if args.judge:
+        print(json.dumps(ship_judge(args.judge).get("test")))
+    if args.tokenizer:
+        if args.data is None:
+            ap.error("--tokenizer needs --data")
+        print(json.dumps(ship_tokenizer(args.tokenizer, args.data)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
