@@ -9,9 +9,12 @@ exist offline, so for the mini-world we train one here, the way SigLIP and LiT a
 * image tower: a Hugging Face ``SiglipVisionModel`` (ViT + attention-pooling head) from scratch;
 * loss: SigLIP's pairwise sigmoid loss ``-1/|B| sum_ij log sigmoid(y_ij (t x_i.y_j + b))`` with a
   learnable temperature ``t`` (init 10) and bias ``b`` (init -10), y_ij = +1 for a positive pair.
-  Pairs of images whose captions are the same string are positives too (a batch of 256 draws from
-  only 600 distinct captions; calling those pairs negatives would teach the model to separate
-  identical texts).
+  Pairs of images whose captions name the same garment in the same colour are positives too: a
+  batch of 256 draws from only 100 such contents (600 captions with the templates), and calling
+  "a red coat" and "a photo of a red coat" a negative pair asks the image tower to tell apart two
+  texts no image can tell apart. (A first run that counted only identical strings as positives
+  reached 43% zero-shot class accuracy at step 1000 against 99.6% colour.) The content of a
+  caption is read from the build's labels file, which holds exactly the words the caption names.
 
 The result is saved as a plain Hugging Face ``SiglipVisionModel`` folder (``config.json``,
 ``model.safetensors``, ``preprocessor_config.json``), so SemHiTok loads it exactly like a real SigLIP
@@ -234,7 +237,7 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
     all_captions = train_data.captions + [p for _, _, p in prompt_captions()]
     features = _text_features(all_captions, config.text_model, run_dir / "text_features.safetensors")
     train_text = torch.stack([features[c] for c in train_data.captions])
-    caption_ids = torch.tensor(_caption_ids(train_data.captions))
+    content_ids = train_data.labels * len(COLOUR_NAMES) + train_data.colours  # what the caption names
 
     torch.manual_seed(config.seed)
     tower = TeacherTower(config.model, text_dim=train_text.shape[1])
@@ -258,7 +261,7 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
             flip = torch.rand(config.batch_size, generator=gen) < 0.5
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # colour and class survive a mirror
             tower.train()
-            positives = caption_ids[idx].unsqueeze(0) == caption_ids[idx].unsqueeze(1)
+            positives = content_ids[idx].unsqueeze(0) == content_ids[idx].unsqueeze(1)
             loss = tower.sigmoid_loss(tower.embed_images(images), tower.embed_texts(train_text[idx]), positives)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"non-finite teacher loss at step {step}")
@@ -292,11 +295,6 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
     save_teacher(tower, classifier, run_dir / "model")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
-
-
-def _caption_ids(captions: list[str]) -> list[int]:
-    index: dict[str, int] = {}
-    return [index.setdefault(c, len(index)) for c in captions]
 
 
 def save_teacher(tower: TeacherTower, classifier: Tensor, folder: Path) -> None:
