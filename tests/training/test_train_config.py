@@ -11,8 +11,9 @@ from semhitok.training.config import TrainConfig
 from semhitok.yaml_io import load_yaml
 
 ROOT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-# `stage: teacher` files configure the mini-world teacher's own training (another config type).
-CONFIGS = sorted(p for p in ROOT_CONFIGS.rglob("*.yaml") if load_yaml(p).get("stage") != "teacher")
+# `stage: teacher` / `stage: judge` files configure the mini-world's auxiliary models (other config
+# types, tested in test_train_mini_world.py and below).
+CONFIGS = sorted(p for p in ROOT_CONFIGS.rglob("*.yaml") if load_yaml(p).get("stage") not in ("teacher", "judge"))
 PAPER = ROOT_CONFIGS / "paper"
 PAPER_PIXEL = sorted(p for p in PAPER.glob("*.yaml") if "stage1" not in p.name)
 # The paper's pixel stages need the real VGG16 file; any path passes the config check.
@@ -195,3 +196,11 @@ def test_stage1_refuses_a_random_teacher(tmp_path):
     with pytest.raises(ValueError, match="model.teacher.pretrained_path: is not set: stage 1 needs the teacher's weights"):
         TrainConfig.from_yaml(path)
     assert TrainConfig.from_yaml(path, ["model.teacher.pretrained_path=/t"]).model_config().teacher.pretrained_path == "/t"
+
+
+def test_shipped_teacher_and_judge_configs_validate():
+    from semhitok.evaluation.judge import JudgeTrainConfig
+    from semhitok.training.teacher import TeacherTrainConfig
+
+    assert TeacherTrainConfig.from_dict(load_yaml(ROOT_CONFIGS / "mini" / "teacher.yaml")).model.patch_size == 8
+    assert JudgeTrainConfig.from_dict(load_yaml(ROOT_CONFIGS / "mini" / "judge.yaml")).max_steps >= 1

@@ -87,7 +87,15 @@ def reconstruct_folder(model, folder: Path, out_png: Path) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _from_scratch(args) if args.from_scratch else _pretrained(args)
+    from ..pretrained import available
+
+    if args.from_scratch:
+        return _from_scratch(args)
+    if args.model == "mini-semhitok" and not {"mini-semhitok", "mini-judge"} <= set(available()):
+        # An installation without the shipped mini models still has a main job: the tiny training demo.
+        info("the pretrained mini models are not in this installation: running the from-scratch demo instead")
+        return _from_scratch(args)
+    return _pretrained(args)
 
 
 def _pretrained(args: argparse.Namespace) -> int:
