@@ -31,7 +31,7 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
 @dataclass
 class JudgeConfig:
-    """Architecture: ``len(widths)`` stride-2 conv blocks after a stem, global pooling, two heads."""
+    """Architecture: ``len(widths)`` conv blocks, each halving the side, global pooling, two heads."""
 
     image_size: int = 64
     widths: tuple[int, ...] = (32, 64, 128, 128)
@@ -53,7 +53,7 @@ class Judge(nn.Module):
         layers: list[nn.Module] = []
         previous = 3
         for i, width in enumerate(config.widths):
-            stride = 1 if i == 0 else 2
+            stride = 2  # every block halves the side: 64 px -> 32 -> 16 -> 8 -> 4 (a full-resolution first block cost 4x for little)
             layers += [nn.Conv2d(previous, width, 3, stride, 1), nn.GroupNorm(8, width), nn.GELU(),
                        nn.Conv2d(width, width, 3, 1, 1), nn.GroupNorm(8, width), nn.GELU()]
             previous = width
