@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import stat
 import warnings
 from pathlib import Path
 from struct import error as struct_error
@@ -35,6 +33,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
+
+from semhitok.file_kind import FOLDER, MISSING, REGULAR, file_kind
 
 __all__ = [
     "MAX_ASPECT_RATIO",
@@ -122,15 +122,15 @@ def check_regular_file(path: str | Path) -> None:
     """
     path = Path(path)
     try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
+        kind = file_kind(path)
     except NotADirectoryError:  # a parent component is a file
-        raise FileNotFoundError(f"{path}: no such file") from None
-    if stat.S_ISDIR(mode):
+        kind = MISSING
+    if kind == MISSING:
+        raise FileNotFoundError(f"{path}: no such file")
+    if kind == FOLDER:
         raise IsADirectoryError(f"{path} is a directory, not an image")
-    if not stat.S_ISREG(mode):
-        raise NotRegularFileError(f"{path} is {_file_kind(mode)}, not a regular file; refusing to read it")
+    if kind != REGULAR:
+        raise NotRegularFileError(f"{path} is {kind}, not a regular file; refusing to read it")
 
 
 def check_image_shape(height: int, width: int, name: str = "image") -> None:
@@ -274,16 +274,6 @@ def _exif_upright(im: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 - unreadable metadata must not make a readable image fail
         return im
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "a special file"
 
 
 def _grey_to_rgb(arr: np.ndarray) -> Tensor:

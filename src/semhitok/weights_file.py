@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import pickle
-import stat
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from .file_kind import FOLDER, MISSING, REGULAR, file_kind
 
 __all__ = ["WeightsFileError", "read_weights_file"]
 
@@ -64,14 +65,14 @@ def read_weights_file(path: str | os.PathLike[str], what: str = "weights file", 
 def _check_regular_file(p: Path, what: str) -> None:
     """A FIFO or device would block or stream forever: only regular files are read."""
     try:
-        mode = p.stat().st_mode
-    except FileNotFoundError:
-        raise WeightsFileError(f"{_name(what, p)}: no such file") from None
+        kind = file_kind(p)
     except OSError as exc:
         raise WeightsFileError(f"{_name(what, p)}: cannot read it: {_reason(exc)}") from exc
-    if stat.S_ISDIR(mode):
+    if kind == MISSING:
+        raise WeightsFileError(f"{_name(what, p)}: no such file")
+    if kind == FOLDER:
         raise WeightsFileError(f"{_name(what, p)} is a folder, not a weights file")
-    if not stat.S_ISREG(mode):
+    if kind != REGULAR:
         raise WeightsFileError(f"{_name(what, p)} is not a regular file (a pipe or a device?); give a weights file")
 
 

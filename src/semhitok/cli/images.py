@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import stat
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..file_kind import FOLDER, MISSING, REGULAR, file_kind
 from .errors import CLIError, one_line, os_reason
 from .messages import progress
 
@@ -18,16 +17,15 @@ def check_image_paths(paths: Sequence[str]) -> None:
     """Fail before any work when an input is missing, a folder, or not a regular file (a FIFO
     would block the read forever)."""
     for p in paths:
-        path = Path(p)
         try:
-            mode = path.stat().st_mode
-        except FileNotFoundError:
-            raise CLIError(f"{p}: no such file") from None
+            kind = file_kind(p)
         except OSError as exc:
             raise CLIError(f"cannot read {p}: {os_reason(exc)}") from exc
-        if stat.S_ISDIR(mode):
+        if kind == MISSING:
+            raise CLIError(f"{p}: no such file")
+        if kind == FOLDER:
             raise CLIError(f"{p} is a directory, not an image (give the image files, e.g. {p.rstrip('/')}/*.jpg)")
-        if not stat.S_ISREG(mode):
+        if kind != REGULAR:
             raise CLIError(f"{p} is not a regular file (a pipe or a device?); give image files")
 
 

@@ -8,7 +8,6 @@ paths as given) and ``format_version``.
 
 from __future__ import annotations
 
-import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from typing import IO, TYPE_CHECKING
 
 import numpy as np
 
+from ..file_kind import FOLDER, MISSING, REGULAR, file_kind
 from .errors import CLIError, one_line, os_reason
 
 if TYPE_CHECKING:
@@ -68,14 +68,14 @@ def read_tokens(path: str | Path) -> TokenFile:
     name = str(path)
     p = Path(path)
     try:
-        mode = p.stat().st_mode
-    except FileNotFoundError:
-        raise CLIError(f"{name}: no such file") from None
+        kind = file_kind(p)
     except OSError as exc:
         raise CLIError(f"cannot read {name}: {os_reason(exc)}") from exc
-    if stat.S_ISDIR(mode):
+    if kind == MISSING:
+        raise CLIError(f"{name}: no such file")
+    if kind == FOLDER:
         raise CLIError(f"{name} is a directory, not a token file (.npz from 'semhitok encode')")
-    if not stat.S_ISREG(mode):  # a FIFO or a device would block the read, or never end
+    if kind != REGULAR:  # a FIFO or a device would block the read, or never end
         raise CLIError(f"{name} is not a regular file (a pipe or a device?); give a token file (.npz from 'semhitok encode')")
     not_tokens = f"{name} is not a semhitok token file (an .npz written by 'semhitok encode')"
     if zipfile.is_zipfile(p):
