@@ -169,6 +169,14 @@ def check_fields(obj: Any, skip: Iterable[str] = ()) -> None:
             setattr(obj, name, check_value(getattr(obj, name), tp, name))
 
 
+def check_at_least(obj: Any, minimum: float, names: Iterable[str]) -> None:
+    """Refuse any of the fields ``names`` of ``obj`` below ``minimum`` (after :func:`check_fields`)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value < minimum:
+            raise ConfigError(name, f"must be >= {minimum}, got {value}")
+
+
 def check_known_keys(section: str, value: Mapping[str, Any], cls: type) -> None:
     """Refuse keys that are not fields of ``cls``, listing the known ones."""
     known = [f.name for f in dataclasses.fields(cls)]

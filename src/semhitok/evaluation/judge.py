@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
+
+from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
 
 __all__ = ["Judge", "JudgeConfig", "JudgeTrainConfig", "judge_accuracy", "train_judge"]
 
@@ -39,9 +40,11 @@ class JudgeConfig:
     num_colours: int = 10
 
     def __post_init__(self) -> None:
-        self.widths = tuple(int(w) for w in self.widths)
-        if not self.widths or min(self.widths) < 1 or self.image_size < 8:
-            raise ValueError(f"bad judge config: {self}")
+        check_fields(self)
+        check_at_least(self, 8, ("image_size",))
+        check_at_least(self, 1, ("num_classes", "num_colours"))
+        if not self.widths or min(self.widths) < 1:
+            raise ConfigError("widths", f"must be one or more channel counts >= 1, got {list(self.widths)}")
 
 
 class Judge(nn.Module):
@@ -134,23 +137,14 @@ class JudgeTrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage != "judge":
-            raise ValueError(f"a judge config has stage: judge, got {self.stage!r}")
-        if isinstance(self.model, dict):
-            self.model = JudgeConfig(**self.model)
-        for name in ("batch_size", "max_steps", "eval_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
+            raise ConfigError("stage", f"a judge config has stage: judge, got {self.stage!r}")
+        check_fields(self)  # types (NaN/inf refused) and the model section
+        check_at_least(self, 1, ("batch_size", "max_steps", "eval_every"))
+        check_at_least(self, 0, ("lr", "weight_decay"))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> JudgeTrainConfig:
-        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown keys in a judge config: {', '.join(unknown)}")
+        check_known_keys("", raw, cls)
         return cls(**raw)
 
 

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
 from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS, TEMPLATES, caption_for
 from .schedule import warmup_cosine
 
@@ -56,6 +57,14 @@ class TeacherModelConfig:
     depth: int = 6
     num_heads: int = 4
     mlp_ratio: float = 4.0
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, 1, ("image_size", "patch_size", "width", "depth", "num_heads"))
+        if self.mlp_ratio <= 0:
+            raise ConfigError("mlp_ratio", f"must be > 0, got {self.mlp_ratio}")
+        if self.image_size % self.patch_size:
+            raise ConfigError("image_size", f"must be a multiple of patch_size {self.patch_size}, got {self.image_size}")
 
     def hf_config(self) -> Any:
         from transformers import SiglipVisionConfig
@@ -95,28 +104,14 @@ class TeacherTrainConfig:
 
     def __post_init__(self) -> None:
         if self.stage != "teacher":
-            raise ValueError(f"a teacher config has stage: teacher, got {self.stage!r}")
-        if isinstance(self.model, dict):
-            unknown = sorted(set(self.model) - {f.name for f in dataclasses.fields(TeacherModelConfig)})
-            if unknown:
-                raise ValueError(f"unknown keys in 'model': {', '.join(unknown)}")
-            self.model = TeacherModelConfig(**self.model)
-        for name in ("batch_size", "max_steps", "eval_every", "log_every"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("lr", "min_lr", "weight_decay"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: expected a finite number >= 0, got {value!r}")
-        if self.model.image_size % self.model.patch_size:
-            raise ValueError("model.image_size must be a multiple of model.patch_size")
+            raise ConfigError("stage", f"a teacher config has stage: teacher, got {self.stage!r}")
+        check_fields(self)  # types (NaN/inf refused) and the model section
+        check_at_least(self, 1, ("batch_size", "max_steps", "eval_every", "log_every"))
+        check_at_least(self, 0, ("lr", "min_lr", "weight_decay", "warmup_steps"))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TeacherTrainConfig:
-        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown keys in a teacher config: {', '.join(unknown)}")
+        check_known_keys("", raw, cls)
         return cls(**raw)
 
 
