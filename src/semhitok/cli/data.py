@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from . import common
@@ -47,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ..atomic import AtomicDir
     from ..data.colour_fashion import build_colour_fashion_mnist
     from ..data.fashion_mnist import find_fashion_mnist
 
@@ -61,14 +60,6 @@ def run(args: argparse.Namespace) -> int:
         except FileNotFoundError as exc:
             hint = "apt-get install dataset-fashion-mnist, or pass --idx DIR"
             raise CLIError(f"{one_line(exc)}; {hint}") from exc
-    parent = out.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent))
-    except OSError as exc:
-        raise CLIError(f"cannot write {out}: {exc.strerror or exc}") from exc
-    # Built in a temporary folder beside the destination and renamed at the end: an interrupted or
-    # failed build leaves nothing that looks like a data set.
     bars: dict[str, tqdm] = {}
 
     def progress(split: str, done: int) -> None:
@@ -78,29 +69,20 @@ def run(args: argparse.Namespace) -> int:
             bars[split] = tqdm(desc=f"{args.dataset} {split}", unit="img", file=sys.stderr, leave=False)
         bars[split].update(1)
 
-    try:
-        manifest = build_colour_fashion_mnist(
-            tmp, idx_dir=args.idx, seed=args.seed, size=args.size, splits=args.splits, limit=args.limit,
-            shard_size=args.shard_size, formats=args.formats, progress=progress,
-        )
-        for bar in bars.values():
-            bar.close()
-        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700 folders
-        tmp.rename(out)
-    except (ValueError, OSError) as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise CLIError(f"cannot build {out}: {one_line(exc)}") from exc
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # Built in a temporary folder beside the destination and renamed at the end: an interrupted or
+    # failed build leaves nothing that looks like a data set.
+    with AtomicDir(out) as dest:
+        try:
+            manifest = build_colour_fashion_mnist(
+                dest.tmp, idx_dir=args.idx, seed=args.seed, size=args.size, splits=args.splits, limit=args.limit,
+                shard_size=args.shard_size, formats=args.formats, progress=progress,
+            )
+        except (ValueError, OSError) as exc:  # e.g. a damaged IDX file, a full disk
+            raise CLIError(f"cannot build {out}: {one_line(exc)}") from exc
+        finally:
+            for bar in bars.values():
+                bar.close()
+        dest.commit()
     counts = ", ".join(f"{k} {v}" for k, v in manifest["counts"].items())  # type: ignore[union-attr]
     common.info(f"wrote {out} ({counts} images at {args.size} px; formats: {', '.join(args.formats)})")
     return 0
-
-
-def _umask() -> int:
-    import os
-
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
