@@ -102,7 +102,8 @@ its pooled feature space).
 def ship_tokenizer(runs: list[Path], data: Path) -> dict:
     from semhitok import SemHiTok
     from semhitok.evaluation.judge import Judge
-    from semhitok.evaluation.showcase import load_labelled_split, showcase
+    from semhitok.data.colour_fashion import load_split
+    from semhitok.evaluation.showcase import showcase
 
     last = runs[-1]
     model = SemHiTok.from_pretrained(last / "model")
@@ -110,7 +111,7 @@ def ship_tokenizer(runs: list[Path], data: Path) -> dict:
     if dest.exists():
         shutil.rmtree(dest)
     model.save_pretrained(dest)
-    test = load_labelled_split(data, "test")
+    test = load_split(data, "test")
     judge = Judge.from_pretrained(DEST / "mini-judge")
     metrics = showcase(model, test, Path("/tmp/ship_showcase"), judge=judge)
     stages = []

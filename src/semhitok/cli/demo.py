@@ -104,7 +104,8 @@ def _pretrained(args: argparse.Namespace) -> int:
 
     from ..atomic import AtomicDir
     from ..evaluation.judge import Judge
-    from ..evaluation.showcase import describe_metrics, load_labelled_split, showcase
+    from ..data.colour_fashion import load_split
+    from ..evaluation.showcase import describe_metrics, showcase
     from ..pretrained import pretrained_path
     from .model_loading import folder_model, model_folder, resolve_device
 
@@ -115,7 +116,7 @@ def _pretrained(args: argparse.Namespace) -> int:
         judge = Judge.from_pretrained(pretrained_path("mini-judge"))
     except FileNotFoundError as exc:
         raise CLIError(one_line(exc)) from exc
-    data = load_labelled_split(SLICE, "test", limit=args.images)
+    data = load_split(SLICE, "test", limit=args.images)
     if data.images.shape[-1] != model.image_size:
         raise CLIError(f"{folder} takes {model.image_size} px images; the bundled mini-world slice is {data.images.shape[-1]} px")
     source = (f"tokenizer: {folder} (pretrained, no training here); images: the first {len(data.captions)} test images of the "

@@ -30,7 +30,10 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
+from torch import Tensor
+from tqdm import tqdm
 
 from semhitok.data.fashion_mnist import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, find_fashion_mnist, read_idx
 
@@ -38,6 +41,7 @@ __all__ = [
     "CLASS_NAMES",
     "COLOURS",
     "HELD_OUT_PAIRS",
+    "LabelledSplit",
     "SPLITS",
     "TEMPLATES",
     "ColourFashionItem",
@@ -45,6 +49,7 @@ __all__ = [
     "build_colour_fashion_mnist",
     "caption_for",
     "colour_distance_matrix",
+    "load_split",
     "render_item",
     "split_sources",
 ]
@@ -326,6 +331,39 @@ def build_colour_fashion_mnist(
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+@dataclass(frozen=True)
+class LabelledSplit:
+    """A split of a build, in memory: images uint8 (N, 3, S, S), captions, class and colour ids (N,)."""
+
+    images: Tensor
+    captions: list[str]
+    labels: Tensor
+    colours: Tensor
+
+    def float_images(self) -> Tensor:
+        """The images as float (N, 3, S, S) in [0, 1], what the models take."""
+        return self.images.float() / 255.0
+
+
+def load_split(root: str | Path, split: str, limit: int | None = None) -> LabelledSplit:
+    """Read ``images/{split}/KEY.png`` of a build with its ``labels/{split}.jsonl`` (the first
+    ``limit`` images when given)."""
+    root = Path(root)
+    labels_file = root / "labels" / f"{split}.jsonl"
+    if not labels_file.is_file():
+        raise FileNotFoundError(f"{labels_file} not found: is {root} a colour Fashion-MNIST build (semhitok data colour-fashion-mnist)?")
+    records = [json.loads(line) for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    records = records[:limit] if limit else records
+    images = []
+    for r in tqdm(records, desc=f"read {split}", unit="img", leave=False, disable=None):
+        with Image.open(root / "images" / split / f"{r['key']}.png") as im:
+            images.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
+    return LabelledSplit(
+        torch.stack(images), [r["caption"] for r in records],
+        torch.tensor([r["label"] for r in records]), torch.tensor([r["colour"] for r in records]),
+    )
 
 
 def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:

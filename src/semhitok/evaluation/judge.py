@@ -152,7 +152,7 @@ def train_judge(config: JudgeTrainConfig, run_dir: str | Path, *, data_path: str
     """Train on the real ``train`` images (random flips and small shifts), pick nothing on test;
     report val and test accuracy; write ``run_dir/model``."""
     from ..training.schedule import warmup_cosine
-    from ..training.teacher import load_split
+    from ..data.colour_fashion import load_split
 
     root = data_path or config.data
     if root is None:
@@ -183,14 +183,14 @@ def train_judge(config: JudgeTrainConfig, run_dir: str | Path, *, data_path: str
             optimizer.step()
             if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
                 record = {"step": step + 1, "loss": float(loss.detach()), "seconds": time.perf_counter() - started}
-                record.update({f"val_{k}": v for k, v in judge_accuracy(judge, val_data.images.float() / 255.0, val_data.labels, val_data.colours).items()})
+                record.update({f"val_{k}": v for k, v in judge_accuracy(judge, val_data.float_images(), val_data.labels, val_data.colours).items()})
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 history.append(record)
     result: dict[str, Any] = {"steps": config.max_steps, "train_seconds": time.perf_counter() - started, "val": history[-1]}
     if (Path(root) / "labels" / "test.jsonl").is_file():
         test_data = load_split(root, "test", limit)
-        result["test"] = judge_accuracy(judge, test_data.images.float() / 255.0, test_data.labels, test_data.colours)
+        result["test"] = judge_accuracy(judge, test_data.float_images(), test_data.labels, test_data.colours)
     judge.save_pretrained(run_dir / "model", metadata={"trained_on": "colour Fashion-MNIST train split (real images)", "result": result})
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES
+from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, LabelledSplit
 from ..modeling import SemHiTok
 from .codebook_stats import CodebookUsage
 from .gallery import PatchGallery, code_colors, code_grid, code_map, subcode_grid
@@ -27,25 +26,7 @@ from .image_metrics import psnr, ssim
 from .judge import Judge, judge_accuracy
 from .plots import usage_plots_png
 
-__all__ = ["LabelledImages", "code_purity", "load_labelled_split", "showcase"]
-
-
-@dataclass
-class LabelledImages:
-    """Images (N, 3, S, S) in [0, 1] with their class and colour ids and captions."""
-
-    images: Tensor
-    labels: Tensor
-    colours: Tensor
-    captions: list[str]
-
-
-def load_labelled_split(root: str | Path, split: str, limit: int | None = None) -> LabelledImages:
-    """A split of a colour Fashion-MNIST build (e.g. the slice shipped in the package)."""
-    from ..training.teacher import load_split
-
-    data = load_split(root, split, limit)
-    return LabelledImages(data.images.float() / 255.0, data.labels, data.colours, data.captions)
+__all__ = ["code_purity", "describe_metrics", "showcase"]
 
 
 def code_purity(semantic_ids: Tensor, values: Tensor, num_codes: int, num_values: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -68,7 +49,7 @@ def code_purity(semantic_ids: Tensor, values: Tensor, num_codes: int, num_values
 @torch.no_grad()
 def showcase(
     model: SemHiTok,
-    data: LabelledImages,
+    data: LabelledSplit,
     out_dir: str | Path,
     *,
     judge: Judge | None = None,
@@ -89,16 +70,16 @@ def showcase(
     grid, patch = model.grid_size, model.image_size // model.grid_size
     gallery = PatchGallery(grid, patch, per_code=per_code)
     usage = CodebookUsage(model.codebook_size, model.subcodebook_size)
+    originals = data.float_images()
     recons, sem_ids = [], []
-    for start in range(0, len(data.images), batch_size):
-        images = data.images[start : start + batch_size].to(device)
+    for start in range(0, len(originals), batch_size):
+        images = originals[start : start + batch_size].to(device)
         enc = model.encode(images)
         recons.append(model.decode(enc.ids).cpu())
         sem_ids.append(enc.semantic_ids.cpu())
         gallery.update(images, enc.semantic_ids, enc.pixel_ids)
         usage.update(enc.semantic_ids, enc.pixel_ids)
     recon, semantic = torch.cat(recons), torch.cat(sem_ids)
-    originals = data.images
     stats = usage.compute(top_n=top_codes)
     metrics: dict[str, Any] = {
         "images": len(originals), "psnr_db": float(psnr(originals, recon).mean()), "ssim": float(ssim(originals, recon).mean()),

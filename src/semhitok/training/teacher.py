@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
@@ -41,10 +40,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
-from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS, TEMPLATES, caption_for
+from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS, TEMPLATES, LabelledSplit, caption_for, load_split
 from .schedule import warmup_cosine
 
-__all__ = ["TeacherTrainConfig", "TeacherTower", "load_split", "train_teacher", "zero_shot_accuracy"]
+__all__ = ["TeacherTrainConfig", "TeacherTower", "train_teacher", "zero_shot_accuracy"]
 
 
 @dataclass
@@ -142,35 +141,6 @@ class TeacherTower(nn.Module):
         return -F.logsigmoid(signs * logits).sum() / image_emb.shape[0]
 
 
-# ---- data ---------------------------------------------------------------------------------------
-@dataclass
-class SplitData:
-    images: Tensor  # uint8 (N, 3, S, S)
-    captions: list[str]
-    labels: Tensor  # long (N,)
-    colours: Tensor  # long (N,)
-
-
-def load_split(root: str | Path, split: str, limit: int | None = None) -> SplitData:
-    """Read ``images/{split}/KEY.png`` of a colour Fashion-MNIST build with its labels into memory."""
-    from PIL import Image
-
-    root = Path(root)
-    labels_file = root / "labels" / f"{split}.jsonl"
-    if not labels_file.is_file():
-        raise FileNotFoundError(f"{labels_file} not found: is {root} a colour Fashion-MNIST build (semhitok data colour-fashion-mnist)?")
-    records = [json.loads(line) for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = records[:limit] if limit else records
-    images = []
-    for r in tqdm(records, desc=f"read {split}", unit="img", leave=False, disable=None):
-        with Image.open(root / "images" / split / f"{r['key']}.png") as im:
-            images.append(torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1))
-    return SplitData(
-        torch.stack(images), [r["caption"] for r in records],
-        torch.tensor([r["label"] for r in records]), torch.tensor([r["colour"] for r in records]),
-    )
-
-
 def _text_features(captions: list[str], text_model: str, cache: Path) -> dict[str, Tensor]:
     """Embeddings of the distinct captions, cached in ``cache`` (keyed by the caption list)."""
     distinct = sorted(set(captions))
@@ -201,7 +171,7 @@ def zero_shot_classifier(tower: TeacherTower, features: dict[str, Tensor]) -> Te
 
 
 @torch.no_grad()
-def zero_shot_accuracy(tower: TeacherTower, classifier: Tensor, data: SplitData, batch_size: int = 512) -> dict[str, float]:
+def zero_shot_accuracy(tower: TeacherTower, classifier: Tensor, data: LabelledSplit, batch_size: int = 512) -> dict[str, float]:
     """Class and colour accuracy of the best-scoring class x colour prompt."""
     tower.eval()
     hits_cls = hits_col = hits_both = 0
@@ -285,7 +255,7 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
         result["test"] = zero_shot_accuracy(tower, classifier, test_data)
         held = torch.tensor([(int(c), int(k)) in HELD_OUT_PAIRS for c, k in zip(test_data.labels, test_data.colours)])
         if held.any():  # class x colour pairs never seen in training: composition
-            subset = SplitData(test_data.images[held], [c for c, h in zip(test_data.captions, held) if h], test_data.labels[held], test_data.colours[held])
+            subset = LabelledSplit(test_data.images[held], [c for c, h in zip(test_data.captions, held) if h], test_data.labels[held], test_data.colours[held])
             result["test_held_out_pairs"] = zero_shot_accuracy(tower, classifier, subset)
     save_teacher(tower, classifier, run_dir / "model")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
