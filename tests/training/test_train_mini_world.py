@@ -91,6 +91,62 @@ def test_train_save_and_load_as_a_semhitok_teacher(data, tiny_lm, tmp_path):
     assert enc.ids.shape == (2, 4, 4)
 
 
+def test_random_shift_translates_each_image_by_its_own_offset():
+    from semhitok.training.teacher import random_shift
+
+    images = torch.rand(5, 3, 16, 16)
+    assert torch.equal(random_shift(images, 0, torch.Generator().manual_seed(0)), images)
+    shifted = random_shift(images, 3, torch.Generator().manual_seed(0))
+    dy, dx = torch.randint(7, (2, 5), generator=torch.Generator().manual_seed(0))
+    padded = F.pad(images, (3, 3, 3, 3), mode="reflect")
+    for i in range(5):  # reference: crop of the padded image at the drawn offset
+        assert torch.equal(shifted[i], padded[i, :, dy[i] : dy[i] + 16, dx[i] : dx[i] + 16])
+
+
+def test_teacher_resume_equals_an_uninterrupted_run_and_init_loads_a_teacher(data, tiny_lm, tmp_path):
+    from safetensors.torch import load_file
+
+    common = dict(model=dict(TINY), text_model=str(tiny_lm), batch_size=8, eval_every=2, log_every=1, warmup_steps=1, shift=2)
+    train_teacher(TeacherTrainConfig(max_steps=6, checkpoint_every=100, **common), tmp_path / "whole", data_path=str(data), quiet=True)
+    # the "interrupted" run: the same schedule, stopped after its step-4 checkpoint, then resumed
+    partial = TeacherTrainConfig(max_steps=6, checkpoint_every=4, **common)
+    import semhitok.training.teacher as teacher_module
+
+    calls = {"n": 0}
+    real_save = teacher_module.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    teacher_module.save_checkpoint = save_then_die
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train_teacher(partial, tmp_path / "cut", data_path=str(data), quiet=True)
+    finally:
+        teacher_module.save_checkpoint = real_save
+    assert calls["n"] == 1 and not (tmp_path / "cut" / "model").exists()
+    train_teacher(partial, tmp_path / "cut", data_path=str(data), quiet=True, resume=True)
+    whole = load_file(str(tmp_path / "whole" / "model" / "model.safetensors"))
+    cut = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train_teacher(partial, tmp_path / "fresh", data_path=str(data), quiet=True, resume=True)
+
+    # init: a second run starts from the first one's weights (its text head included)
+    from semhitok.training.teacher import load_teacher_tower
+
+    tower = load_teacher_tower(tmp_path / "whole" / "model", TeacherModelConfig(**TINY), text_dim=32)
+    assert torch.equal(dict(tower.vision.named_parameters())[next(iter(k for k in whole if k.endswith("fc1.weight")))], whole[next(k for k in whole if k.endswith("fc1.weight"))])
+    head = load_file(str(tmp_path / "whole" / "model" / "text_head.safetensors"))
+    assert torch.equal(tower.text_proj.weight, head["text_proj.weight"])
+    with pytest.raises(ValueError, match="does not fit"):
+        load_teacher_tower(tmp_path / "whole" / "model", TeacherModelConfig(**{**TINY, "width": 64, "num_heads": 2}), text_dim=32)
+
+
 def test_cli_trains_a_teacher_and_refuses_bad_input(data, tiny_lm, tmp_path, capsys):
     cfg = tmp_path / "teacher.yaml"
     cfg.write_text("stage: teacher\nmodel: {image_size: 32, patch_size: 8, width: 32, depth: 1, num_heads: 2}\nbatch_size: 8\nmax_steps: 2\neval_every: 2\nwarmup_steps: 1\n")

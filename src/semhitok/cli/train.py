@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4 run.max_steps=100")
     p.add_argument("--data", metavar="PATH", help="image folder, Fashion-MNIST folder or .tar shards (overrides data.path)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config name>)")
-    p.add_argument("--init", metavar="MODEL_DIR", help="start from this SemHiTok folder (the previous stage's model/)")
+    p.add_argument("--init", metavar="MODEL_DIR", help="start from this SemHiTok folder (the previous stage's model/); for stage: teacher, an earlier teacher run or folder")
     p.add_argument("--max-steps", type=common.positive_int, metavar="N", help="stop after N optimizer steps (overrides run.max_steps)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint (same config)")
     p.add_argument(
@@ -112,20 +112,23 @@ def _train_mini_world_model(args: argparse.Namespace, stage: str) -> int:
     from ..yaml_io import load_yaml
 
     config_cls, trainer = (TeacherTrainConfig, train_teacher) if stage == "teacher" else (JudgeTrainConfig, train_judge)
-    if args.resume or args.init:
-        raise CLIError(f"a {stage} run starts from scratch: --resume and --init do not apply")
+    if stage == "judge" and (args.resume or args.init):
+        raise CLIError("a judge run starts from scratch: --resume and --init do not apply")
     try:
         raw = apply_overrides(load_yaml(args.config), list(args.overrides))
         if args.max_steps:
             raw["max_steps"] = args.max_steps
+        if args.init:
+            raw["init"] = str(Path(args.init) / "model") if (Path(args.init) / "model").is_dir() else args.init
         config = config_cls.from_dict(raw)
     except (ValueError, TypeError) as exc:
         raise CLIError(f"{args.config}: {one_line(exc)}") from exc
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     if (run_dir / "model").exists():
         raise CLIError(f"{run_dir} already holds a trained {stage} (model/); choose another --out")
+    extra = {"resume": bool(args.resume)} if stage == "teacher" else {}
     try:
-        result = trainer(config, run_dir, data_path=args.data, quiet=args.quiet)
+        result = trainer(config, run_dir, data_path=args.data, quiet=args.quiet, **extra)
     except (FileNotFoundError, ValueError) as exc:
         raise CLIError(one_line(exc)) from exc
     val = result["val"]

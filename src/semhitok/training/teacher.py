@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
 from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS, TEMPLATES, LabelledSplit, caption_for, load_split
+from .checkpoint import last_good_checkpoint, load_checkpoint, save_checkpoint
 from .schedule import warmup_cosine
 
 __all__ = ["TeacherTrainConfig", "TeacherTower", "train_teacher", "zero_shot_accuracy"]
@@ -85,6 +86,12 @@ class TeacherTrainConfig:
             ``images/{split}`` folders and ``labels/{split}.jsonl`` are read.
         text_model: the frozen LM giving caption embeddings (a name or a local HF folder).
         batch_size: images per step (the sigmoid loss has no all-gather: this is the whole batch).
+        init: a teacher folder written by an earlier run (``RUN/model``) to start from instead of
+            random weights (same architecture; its text head and temperature come along).
+        shift: random translation of each training image by up to this many pixels (reflect
+            padding): a ViT with no convolutions has no translation invariance of its own, and 55k
+            images are too few for it to learn one from the data alone.
+        checkpoint_every: steps between resumable checkpoints in ``RUN/checkpoints``.
     """
 
     stage: str = "teacher"
@@ -99,14 +106,17 @@ class TeacherTrainConfig:
     max_steps: int = 3000
     eval_every: int = 500
     log_every: int = 50
+    checkpoint_every: int = 500
+    shift: int = 0
+    init: str | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.stage != "teacher":
             raise ConfigError("stage", f"a teacher config has stage: teacher, got {self.stage!r}")
         check_fields(self)  # types (NaN/inf refused) and the model section
-        check_at_least(self, 1, ("batch_size", "max_steps", "eval_every", "log_every"))
-        check_at_least(self, 0, ("lr", "min_lr", "weight_decay", "warmup_steps"))
+        check_at_least(self, 1, ("batch_size", "max_steps", "eval_every", "log_every", "checkpoint_every"))
+        check_at_least(self, 0, ("lr", "min_lr", "weight_decay", "warmup_steps", "shift"))
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TeacherTrainConfig:
@@ -189,8 +199,43 @@ def zero_shot_accuracy(tower: TeacherTower, classifier: Tensor, data: LabelledSp
 
 
 # ---- training -----------------------------------------------------------------------------------
-def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path: str | None = None, limit: int | None = None, quiet: bool = False) -> dict[str, Any]:
-    """Train the teacher; writes ``run_dir/model`` (a SiglipVisionModel folder) and returns the metrics."""
+def random_shift(images: Tensor, max_shift: int, gen: torch.Generator) -> Tensor:
+    """Translate each (3, S, S) image by its own offset in [-max_shift, max_shift]^2 (reflect padding)."""
+    if max_shift == 0:
+        return images
+    size = images.shape[-1]
+    padded = F.pad(images, (max_shift,) * 4, mode="reflect")
+    dy, dx = torch.randint(2 * max_shift + 1, (2, images.shape[0]), generator=gen)
+    rows = (dy.view(-1, 1) + torch.arange(size)).view(-1, 1, size, 1).expand(-1, 3, size, padded.shape[-1])
+    cols = (dx.view(-1, 1) + torch.arange(size)).view(-1, 1, 1, size).expand(-1, 3, size, size)
+    return padded.gather(2, rows).gather(3, cols)
+
+
+def load_teacher_tower(folder: str | Path, config: TeacherModelConfig, text_dim: int) -> TeacherTower:
+    """A :class:`TeacherTower` with the weights of a saved teacher folder (``init:``)."""
+    folder = Path(folder)
+    for name in ("model.safetensors", "text_head.safetensors"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"init: {folder} is not a teacher folder written by `stage: teacher` (no {name})")
+    tower = TeacherTower(config, text_dim)
+    vision = load_file(str(folder / "model.safetensors"))
+    head = load_file(str(folder / "text_head.safetensors"))
+    try:
+        tower.vision.load_state_dict(vision, strict=True)
+        tower.text_proj.load_state_dict({"weight": head["text_proj.weight"], "bias": head["text_proj.bias"]})
+    except (RuntimeError, KeyError) as exc:
+        raise ValueError(f"init: {folder} does not fit this teacher's model section ({str(exc).splitlines()[0]})") from exc
+    with torch.no_grad():
+        tower.logit_scale.copy_(head["logit_scale"].reshape(()))
+        tower.logit_bias.copy_(head["logit_bias"].reshape(()))
+    return tower
+
+
+def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path: str | None = None, limit: int | None = None, quiet: bool = False, resume: bool = False) -> dict[str, Any]:
+    """Train the teacher; writes ``run_dir/model`` (a SiglipVisionModel folder) and returns the metrics.
+
+    With ``resume``, continue from the newest checkpoint in ``run_dir/checkpoints`` (the same
+    batches and augmentations follow as in an uninterrupted run)."""
     run_dir = Path(run_dir)
     root = data_path or config.data
     if root is None:
@@ -205,7 +250,10 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
     content_ids = train_data.labels * len(COLOUR_NAMES) + train_data.colours  # what the caption names
 
     torch.manual_seed(config.seed)
-    tower = TeacherTower(config.model, text_dim=train_text.shape[1])
+    if config.init is not None:
+        tower = load_teacher_tower(config.init, config.model, text_dim=train_text.shape[1])
+    else:
+        tower = TeacherTower(config.model, text_dim=train_text.shape[1])
     decay = [p for n, p in tower.named_parameters() if p.ndim >= 2 and "position_embedding" not in n]
     no_decay = [p for n, p in tower.named_parameters() if not (p.ndim >= 2 and "position_embedding" not in n)]
     optimizer = torch.optim.AdamW(
@@ -213,11 +261,23 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
         lr=config.lr, betas=(0.9, 0.95),
     )
     gen = torch.Generator().manual_seed(config.seed)
-    metrics_file = open(run_dir / "metrics.jsonl", "w")
-    bar = tqdm(total=config.max_steps, desc="train teacher", disable=quiet or None, dynamic_ncols=True)
-    started, history = time.perf_counter(), []
+    first_step, seconds_before, history = 0, 0.0, []
+    checkpoint = last_good_checkpoint(run_dir) if resume else None
+    if resume and checkpoint is None:
+        raise FileNotFoundError(f"--resume: {run_dir} has no checkpoint to resume from")
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint.path, tower)
+        optimizer.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        first_step, seconds_before = checkpoint.step, float(state["seconds"])
+        history = [r for r in _read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= first_step]
+    with open(run_dir / "metrics.jsonl", "w") as out:  # drop records past the checkpoint
+        out.writelines(json.dumps(r) + "\n" for r in history)
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    bar = tqdm(total=config.max_steps, initial=first_step, desc="train teacher", disable=quiet or None, dynamic_ncols=True)
+    started = time.perf_counter() - seconds_before
     try:
-        for step in range(config.max_steps):
+        for step in range(first_step, config.max_steps):
             lr = warmup_cosine(step, base_lr=config.lr, warmup_steps=config.warmup_steps, total_steps=config.max_steps, min_lr=config.min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -225,6 +285,7 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
             images = train_data.images[idx].float() / 255.0
             flip = torch.rand(config.batch_size, generator=gen) < 0.5
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)  # colour and class survive a mirror
+            images = random_shift(images, config.shift, gen)
             tower.train()
             positives = content_ids[idx].unsqueeze(0) == content_ids[idx].unsqueeze(1)
             loss = tower.sigmoid_loss(tower.embed_images(images), tower.embed_texts(train_text[idx]), positives)
@@ -244,12 +305,15 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
                 metrics_file.flush()
                 history.append(record)
                 bar.set_postfix({k: f"{v:.3g}" for k, v in record.items() if k in ("loss", "val_class_accuracy", "val_colour_accuracy")}, refresh=False)
+            if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.max_steps:
+                state = {"optimizer": optimizer.state_dict(), "generator": gen.get_state(), "seconds": time.perf_counter() - started}
+                save_checkpoint(run_dir, step + 1, tower, state, keep_last=1, meta={"loss": record["loss"]})
     finally:
         bar.close()
         metrics_file.close()
     seconds = time.perf_counter() - started
     classifier = zero_shot_classifier(tower, features)
-    result: dict[str, Any] = {"steps": config.max_steps, "train_seconds": seconds, "images_seen": config.max_steps * config.batch_size, "val": history[-1]}
+    result: dict[str, Any] = {"steps": config.max_steps, "init": config.init, "train_seconds": seconds, "images_seen": config.max_steps * config.batch_size, "val": history[-1]}
     if (Path(root) / "labels" / "test.jsonl").is_file():
         test_data = load_split(root, "test", limit)
         result["test"] = zero_shot_accuracy(tower, classifier, test_data)
@@ -260,6 +324,12 @@ def train_teacher(config: TeacherTrainConfig, run_dir: str | Path, *, data_path:
     save_teacher(tower, classifier, run_dir / "model")
     (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def save_teacher(tower: TeacherTower, classifier: Tensor, folder: Path) -> None:
