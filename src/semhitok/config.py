@@ -144,7 +144,14 @@ class SemHiTokConfig:
         pixel_encoder, pixel_decoder: the ViT ``E_p`` and ``D_p``.
         decoder_uses_semantic: feed ``[z_q ; p_q]`` to the pixel decoder (paper); False feeds p_q
             only (the "w/o semantic token" ablation of Tab. 9).
-        ema_decay, commitment_weight, kmeans_init, dead_code_threshold: semantic EMA VQ settings.
+        decoder_concat: how z_q and p_q meet in the pixel decoder: ``channel`` (the paper: one token
+            of d_s + d_p channels per patch) or ``length`` (Tab. 9's other option: the semantic and
+            the pixel tokens each projected to the decoder width, 2L tokens in one sequence, the
+            image read off the pixel half).
+        semantic_quantizer: ``ema`` (the paper: EMA VQ), ``vanilla`` (VQ trained by gradient) or
+            ``norm`` (l2-normalized VQ trained by gradient): Tab. 9's semantic VQ ablation.
+        ema_decay, commitment_weight, kmeans_init, dead_code_threshold: semantic VQ settings
+            (``ema_decay`` only for ``ema``; restarts use each quantizer's usage counts).
         pixel_commitment_weight, pixel_dead_code_threshold: SGHC settings.
     """
 
@@ -159,6 +166,8 @@ class SemHiTokConfig:
     pixel_encoder: ViTConfig = field(default_factory=ViTConfig)
     pixel_decoder: ViTConfig = field(default_factory=ViTConfig)
     decoder_uses_semantic: bool = True
+    decoder_concat: str = "channel"
+    semantic_quantizer: str = "ema"
     ema_decay: float = 0.99
     commitment_weight: float = 0.25
     kmeans_init: bool = True
@@ -171,6 +180,10 @@ class SemHiTokConfig:
         for name in ("pixel_patch_size", "codebook_size", "semantic_dim", "subcodebook_size", "pixel_dim", "semantic_head_hidden"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.decoder_concat not in ("channel", "length"):
+            raise ConfigError("decoder_concat", f"must be 'channel' or 'length', got {self.decoder_concat!r}")
+        if self.semantic_quantizer not in ("ema", "vanilla", "norm"):
+            raise ConfigError("semantic_quantizer", f"must be 'ema', 'vanilla' or 'norm', got {self.semantic_quantizer!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError("ema_decay", f"must be in [0, 1), got {self.ema_decay}")
         for name in ("commitment_weight", "pixel_commitment_weight"):
@@ -214,7 +227,11 @@ class SemHiTokConfig:
         positions = n + (1 if t.kind == "clip" else 0)  # CLIP adds a class token
         hf = "teacher.hf_config."
         K, d_s, m, d_p, p = self.codebook_size, self.semantic_dim, self.subcodebook_size, self.pixel_dim, self.pixel_patch_size
+        length_concat = self.decoder_uses_semantic and self.decoder_concat == "length"
         decoder_in = d_p + (d_s if self.decoder_uses_semantic else 0)
+        if length_concat:  # two input projections (d_p and d_s to the width), 2L positions
+            decoder_in += 1 + n
+        codebook_elements = 2 * K * d_s + K + 1 if self.semantic_quantizer == "ema" else K * d_s + K + 1
         return [
             SizeTerm("teacher blocks", layers * (4 * h * h + 2 * h * inner + inner + 9 * h),
                      {hf + "num_hidden_layers": (layers, 1), hf + "hidden_size": (h, 2), hf + "intermediate_size": (inner, 1)}),
@@ -226,8 +243,9 @@ class SemHiTokConfig:
                      {hf + "image_size": (t.image_size, 2)}),
             SizeTerm("semantic head", h * self.semantic_head_hidden + self.semantic_head_hidden * (d_s + 1) + d_s,
                      {"semantic_head_hidden": (self.semantic_head_hidden, 1), hf + "hidden_size": (h, 1)}),
-            # EMA codebook: embed and embed_sum (K x d_s), cluster_size (K), the `initialized` flag.
-            SizeTerm("semantic codebook and its EMA statistics", 2 * K * d_s + K + 1,
+            # EMA codebook: embed and embed_sum (K x d_s), cluster_size (K), the `initialized` flag;
+            # a gradient codebook: weight (K x d_s), usage (K), the flag.
+            SizeTerm("semantic codebook and its EMA statistics", codebook_elements,
                      {"codebook_size": (K, 1), "semantic_dim": (d_s, 1)}),
             _vit_term("semantic_decoder", self.semantic_decoder, d_s * self.semantic_decoder.width + (self.semantic_decoder.width + 1) * h),
             _vit_term("pixel_encoder", self.pixel_encoder, 3 * p * p * self.pixel_encoder.width + (self.pixel_encoder.width + 1) * d_p),

@@ -118,7 +118,8 @@ def _built_bytes(model: torch.nn.Module) -> int:
     return 4 * (sum(p.numel() for p in model.parameters()) + sum(b.numel() for b in model.buffers()))
 
 
-@pytest.mark.parametrize("name, overrides", [(n, {}) for n in sorted(PRESETS)] + [("tiny", {"teacher": {"kind": "clip"}, "decoder_uses_semantic": False})])
+@pytest.mark.parametrize("name, overrides", [(n, {}) for n in sorted(PRESETS)] + [("tiny", {"teacher": {"kind": "clip"}, "decoder_uses_semantic": False}),
+                                                                                ("tiny", {"decoder_concat": "length", "semantic_quantizer": "norm"})])
 def test_size_estimate_matches_the_built_model(name, overrides):
     """The estimate counts what the modules build (on the meta device: nothing allocated)."""
     cfg = SemHiTokConfig.from_preset(name, **overrides)

@@ -199,6 +199,42 @@ def test_ablation_without_semantic_tokens():
     assert model.decode(torch.zeros(1, 4, 4, dtype=torch.long)).shape == (1, 3, 64, 64)
 
 
+def test_length_concat_decoder_reads_both_token_kinds(tmp_path):
+    """decoder_concat=length: 2L tokens in the trunk, the image from the pixel half; z_q matters."""
+    torch.manual_seed(0)
+    model = SemHiTok(SemHiTokConfig.from_preset("tiny", decoder_concat="length")).eval()
+    dec = model.pixel_decoder
+    assert dec.proj_in.in_features == model.config.pixel_dim and dec.proj_in_prefix.in_features == model.config.semantic_dim
+    assert dec.trunk.pos_embed.shape[1] == 2 * model.config.num_tokens
+    ids = torch.randint(model.vocab_size, (2, 4, 4))
+    images = model.decode(ids)
+    assert images.shape == (2, 3, 64, 64)
+    other_semantic = ids.clone()
+    other_semantic[0, 0, 0] = (ids[0, 0, 0] + model.subcodebook_size) % model.vocab_size  # same pixel code, other parent
+    assert not torch.equal(model.decode(other_semantic)[0], images[0])
+    model.save_pretrained(tmp_path / "m")
+    assert torch.equal(SemHiTok.from_pretrained(tmp_path / "m").decode(ids), images)
+    with pytest.raises(ValueError, match="needs a prefix"):
+        dec(torch.zeros(1, 16, model.config.pixel_dim))
+
+
+@pytest.mark.parametrize("kind", ["vanilla", "norm"])
+def test_gradient_semantic_quantizers_train_in_stage_one(kind):
+    """semantic_quantizer=vanilla|norm: a stage-1 loss step moves the codebook (EMA VQ's does not get a gradient)."""
+    from semhitok.quantizers import VectorQuantizer
+
+    torch.manual_seed(0)
+    model = SemHiTok(SemHiTokConfig.from_preset("tiny", semantic_quantizer=kind, kmeans_init=False))
+    q = model.semantic_quantizer
+    assert isinstance(q, VectorQuantizer) and q.normalize == (kind == "norm")
+    out = model.semantic_forward(torch.rand(2, 3, 64, 64))
+    (out.quantizer.loss + out.reconstruction.square().mean()).backward()
+    assert q.weight.grad is not None and q.weight.grad.abs().sum() > 0
+    enc = model.eval().encode(torch.rand(1, 3, 64, 64))
+    if kind == "norm":
+        assert torch.allclose(q.lookup(enc.semantic_ids).norm(dim=-1), torch.ones(1, 4, 4))
+
+
 def test_flatten_ids_is_the_public_contract(tok):
     enc = tok.encode(torch.rand(1, 3, 64, 64))
     assert torch.equal(flatten_ids(enc.semantic_ids, enc.pixel_ids, tok.subcodebook_size), enc.ids)

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from ..config import SemHiTokConfig
-from ..quantizers import EMAVectorQuantizer, HierarchicalQuantizer, QuantizerOutput, flatten_ids, unflatten_ids
+from ..quantizers import EMAVectorQuantizer, HierarchicalQuantizer, QuantizerOutput, VectorQuantizer, flatten_ids, unflatten_ids
 from .images import ResizePolicy, check_images, fit_to_size
 from .outputs import PixelForwardOutput, SemanticForwardOutput, SemHiTokEncoding
 from .pixel import PixelDecoder, PixelEncoder
@@ -45,18 +45,19 @@ class SemHiTok(nn.Module):
         n = c.num_tokens
         self.teacher = SemanticTeacher(c.teacher, load_weights=load_teacher_weights, init_weights=init_teacher_weights)
         self.semantic_head = SemanticHead(c.teacher.hidden_size, c.semantic_head_hidden, c.semantic_dim)
-        self.semantic_quantizer = EMAVectorQuantizer(
-            c.codebook_size, c.semantic_dim, decay=c.ema_decay, commitment_weight=c.commitment_weight,
-            kmeans_init=c.kmeans_init, dead_code_threshold=c.dead_code_threshold,
-        )
+        self.semantic_quantizer = _semantic_quantizer(c)
         self.semantic_decoder = SemanticDecoder(c.semantic_decoder, c.semantic_dim, c.teacher.hidden_size, n)
         self.pixel_encoder = PixelEncoder(c.pixel_encoder, c.pixel_patch_size, c.grid_size, c.pixel_dim)
         self.pixel_quantizer = HierarchicalQuantizer(
             c.codebook_size, c.subcodebook_size, c.pixel_dim,
             commitment_weight=c.pixel_commitment_weight, dead_code_threshold=c.pixel_dead_code_threshold,
         )
-        decoder_in = c.pixel_dim + (c.semantic_dim if c.decoder_uses_semantic else 0)
-        self.pixel_decoder = PixelDecoder(c.pixel_decoder, c.pixel_patch_size, c.grid_size, decoder_in)
+        length_concat = c.decoder_uses_semantic and c.decoder_concat == "length"
+        channel_concat = c.decoder_uses_semantic and not length_concat
+        decoder_in = c.pixel_dim + (c.semantic_dim if channel_concat else 0)
+        self.pixel_decoder = PixelDecoder(
+            c.pixel_decoder, c.pixel_patch_size, c.grid_size, decoder_in, prefix_dim=c.semantic_dim if length_concat else 0
+        )
         self._frozen: set[str] = set()
 
     # ---- freezing ------------------------------------------------------------------------
@@ -144,8 +145,13 @@ class SemHiTok(nn.Module):
         return sem, self.pixel_quantizer(pixel_features, sem.ids)
 
     def _decode_features(self, z_q: Tensor, p_q: Tensor) -> Tensor:
-        tokens = torch.cat([z_q, p_q.to(z_q.dtype)], dim=-1) if self.config.decoder_uses_semantic else p_q
-        return (self.pixel_decoder(tokens) + 1.0) / 2.0
+        if not self.config.decoder_uses_semantic:
+            images = self.pixel_decoder(p_q)
+        elif self.config.decoder_concat == "length":
+            images = self.pixel_decoder(p_q.to(z_q.dtype), prefix=z_q)
+        else:
+            images = self.pixel_decoder(torch.cat([z_q, p_q.to(z_q.dtype)], dim=-1))
+        return (images + 1.0) / 2.0
 
     # ---- public tokenizer API ------------------------------------------------------------
     @torch.no_grad()
@@ -252,7 +258,20 @@ class SemHiTok(nn.Module):
         return model.to(device).eval()
 
     def _device(self) -> torch.device:
-        return self.semantic_quantizer.embed.device
+        return self.semantic_quantizer.codebook.device
+
+
+def _semantic_quantizer(c: SemHiTokConfig) -> EMAVectorQuantizer | VectorQuantizer:
+    """The semantic codebook ``Q_s``: EMA VQ (the paper), or Tab. 9's vanilla / normalized VQ."""
+    if c.semantic_quantizer == "ema":
+        return EMAVectorQuantizer(
+            c.codebook_size, c.semantic_dim, decay=c.ema_decay, commitment_weight=c.commitment_weight,
+            kmeans_init=c.kmeans_init, dead_code_threshold=c.dead_code_threshold,
+        )
+    return VectorQuantizer(
+        c.codebook_size, c.semantic_dim, normalize=c.semantic_quantizer == "norm", commitment_weight=c.commitment_weight,
+        kmeans_init=c.kmeans_init, dead_code_threshold=c.dead_code_threshold,
+    )
 
 
 class ModelFolderError(ValueError):

@@ -425,7 +425,7 @@ def _build_model(config: TrainConfig, init: str | None) -> SemHiTok:
 def _param_groups(model: SemHiTok, params: list[nn.Parameter], weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on matrices only: not on biases, norms, position embeddings or codebooks."""
     names = {id(p): n for n, p in model.named_parameters()}
-    no_decay = lambda p: p.ndim < 2 or names[id(p)].endswith(("pos_embed", "pixel_quantizer.weight"))  # noqa: E731
+    no_decay = lambda p: p.ndim < 2 or names[id(p)].endswith(("pos_embed", "pixel_quantizer.weight", "semantic_quantizer.weight"))  # noqa: E731
     return [
         {"params": [p for p in params if not no_decay(p)], "weight_decay": weight_decay},
         {"params": [p for p in params if no_decay(p)], "weight_decay": 0.0},
@@ -457,13 +457,14 @@ def codebook_rank_divergence(model: SemHiTok) -> float:
     """Largest |difference| between this rank's and rank 0's codebook state (0.0 when in sync).
 
     The EMA codebook is a buffer that DDP does not synchronise; the quantizer all-reduces its
-    statistics so every rank should hold bit-identical codes. This checks it.
+    statistics so every rank should hold bit-identical codes (a gradient codebook is kept in sync
+    by DDP, its usage counts by the quantizer). This checks it.
     """
     if not distributed.is_distributed():
         return 0.0
-    q = model.semantic_quantizer
-    worst = torch.zeros((), device=q.embed.device)
-    for t in (q.embed, q.cluster_size, q.embed_sum, model.pixel_quantizer.weight.detach()):
+    states = [*model.semantic_quantizer.state_dict().values(), model.pixel_quantizer.weight.detach()]
+    worst = torch.zeros((), device=states[-1].device)
+    for t in (t for t in states if t.is_floating_point()):
         reference = t.detach().clone()
         dist.broadcast(reference, src=0)
         worst = torch.maximum(worst, (t.detach() - reference).abs().max())
