@@ -42,7 +42,7 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.iterdir()) / 1e6
 
 
-def ship_teacher(run: Path) -> dict:
+def ship_teacher(run: Path, note: str | None = None) -> dict:
     result = json.loads((run / "result.json").read_text())
     config = json.loads((run / "config.json").read_text())
     dest = DEST / "mini-teacher"
@@ -58,11 +58,11 @@ SigLIP in the mini-world, where no SigLIP weights exist offline.
 - **Architecture**: ViT, {m['image_size']} px, {m['patch_size']} px patches ({m['image_size'] // m['patch_size']}x{m['image_size'] // m['patch_size']} tokens), width {m['width']}, depth {m['depth']}, {m['num_heads']} heads, SigLIP attention-pooling head.
 - **Training**: SigLIP's sigmoid loss against frozen SmolLM2-135M-Instruct caption embeddings (mean of the
   last hidden states; LiT with a locked text tower and a trainable linear projection, in
-  `text_head.safetensors`), from scratch, on the `train` split of colour Fashion-MNIST
+  `text_head.safetensors`), {'from the weights of an earlier teacher run (below)' if config.get('init') else 'from scratch'}, on the `train` split of colour Fashion-MNIST
   (`semhitok data colour-fashion-mnist`, seed 0, 55,000 images): {result['steps']} steps of batch {config['batch_size']}
-  ({result['images_seen']:,} images), lr {config['lr']} with warm-up and cosine decay, {result['train_seconds'] / 60:.0f} min on
-  2 cores of an {_cpu()}.
-- **Command**: `semhitok train configs/mini/teacher.yaml --data DATA --out runs/teacher`
+  ({result['images_seen']:,} images), lr {config['lr']} with warm-up and cosine decay, random shifts of up to
+  {config.get('shift', 0)} px and mirror flips, {result['train_seconds'] / 60:.0f} min on 2 cores of an {_cpu()}.
+- **Command**: `semhitok train configs/mini/teacher.yaml --data DATA --out runs/teacher{' --init EARLIER_RUN' if config.get('init') else ''}`{(chr(10) + '- **History**: ' + note) if note else ''}
 - **Zero-shot** (best of the 100 class x colour prompts, each the mean of {len(json.loads((run / 'model' / 'zero_shot.json').read_text())['templates'])} caption templates):
 
 | split | images | class | colour | both |
@@ -72,8 +72,18 @@ SigLIP in the mini-world, where no SigLIP weights exist offline.
 | test, held-out class x colour pairs | {held.get('images', '-')} | {100 * held.get('class_accuracy', float('nan')):.1f}% | {100 * held.get('colour_accuracy', float('nan')):.1f}% | {100 * held.get('pair_accuracy', float('nan')):.1f}% |
 
 Targets of the mini-world: at least 85% class and 95% colour on test.
-""")
+{_target_sentence(run, test)}""")
     return result
+
+
+def _target_sentence(run: Path, test: dict) -> str:
+    """Says whether the class target was met, with the validation curve of the run."""
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"val_class_accuracy"' in line]
+    curve = ", ".join(f"{100 * r['val_class_accuracy']:.1f}% at step {r['step']}" for r in evals)
+    if test.get("class_accuracy", 0.0) >= 0.85:
+        return f"\nBoth targets are met. Validation class accuracy: {curve}.\n"
+    return (f"\n**The class target is not met** ({100 * test.get('class_accuracy', float('nan')):.1f}% against 85%). "
+            f"Validation class accuracy during this run: {curve}.\n")
 
 
 def ship_judge(run: Path) -> dict:
@@ -152,13 +162,14 @@ Purity: the share of tokens whose image has the majority colour (class) of the t
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", type=Path)
+    ap.add_argument("--teacher-note", help="how the teacher's starting weights were trained (for a run with init:)")
     ap.add_argument("--judge", type=Path)
     ap.add_argument("--tokenizer", type=Path, nargs="+", help="the stage run folders, in order (the last one's model/ ships)")
     ap.add_argument("--data", type=Path, help="the colour Fashion-MNIST build (its test split is measured)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.teacher:
-        print(json.dumps(ship_teacher(args.teacher).get("test")))
+        print(json.dumps(ship_teacher(args.teacher, args.teacher_note).get("test")))
     if args.judge:
         print(json.dumps(ship_judge(args.judge).get("test")))
     if args.tokenizer:
