@@ -40,6 +40,16 @@ def test_ids_are_argmin_inside_parent_subcodebook():
     assert (unrestricted != flat_parents * m + out.ids.reshape(n)).float().mean() > 0.5
 
 
+def test_one_parent_is_a_flat_normalized_vq_with_brute_force_ids():
+    """num_parents=1 (the pixel-only baseline) takes the matmul path: still the brute-force argmin."""
+    m, d, n = 3000, 8, 700
+    hq = HierarchicalQuantizer(1, m, d).eval()
+    p = torch.randn(n, d) * 3
+    out = hq(p, torch.zeros(n, dtype=torch.long))
+    dist = ((l2n64(p)[:, None] - l2n64(hq.weight[0])[None]) ** 2).sum(-1)
+    assert_argmin(out.ids, dist)
+
+
 def test_codebook_is_normalized_and_quantized_is_the_chosen_code():
     """.codebook is l2(weight) with shape (K,m,d); quantized is unit-norm and equals codebook[parent, id]."""
     K, m, d = 4, 3, 6

@@ -14,6 +14,15 @@ from .stats import perplexity
 SEARCH_CHUNK_ELEMENTS = 2**21
 
 
+def nearest_code_by_cosine(flat: Tensor, unit_codes: Tensor) -> Tensor:
+    """argmax_j <flat_i, unit_codes_j> for (N, d) rows and (m, d) unit codes, in bounded chunks."""
+    rows = max(1, SEARCH_CHUNK_ELEMENTS // unit_codes.shape[0])
+    ids = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
+    for start in range(0, flat.shape[0], rows):
+        ids[start : start + rows] = (flat[start : start + rows] @ unit_codes.T).argmax(dim=-1)
+    return ids
+
+
 class HierarchicalQuantizer(nn.Module):
     """Normalized VQ restricted to the sub-codebook of each input's parent (semantic) code.
 
@@ -120,6 +129,11 @@ class HierarchicalQuantizer(nn.Module):
         """
         weight = self.weight.detach()
         inv_norm = weight.norm(dim=-1).clamp_min(1e-12).reciprocal()  # (K, m)
+        if self.num_parents == 1:
+            # One parent (a flat codebook: the pixel-only baseline): every row searches the same m
+            # codes, so one (rows, m) matmul per chunk replaces the per-row gather of (m, d) codes.
+            codes = weight[0] * inv_norm[0].unsqueeze(1)
+            return nearest_code_by_cosine(flat, codes)
         m, d = self.subcodebook_size, self.dim
         rows = max(1, SEARCH_CHUNK_ELEMENTS // (m * d))
         ids = torch.empty(flat.shape[0], dtype=torch.long, device=flat.device)
