@@ -30,7 +30,8 @@ class TeacherConfig:
         kind: ``siglip`` or ``clip``.
         hf_config: the vision tower's Hugging Face config as a dict (``SiglipVisionConfig`` /
             ``CLIPVisionConfig`` fields). Enough to rebuild the architecture offline.
-        pretrained_path: a local Hugging Face folder to load the teacher weights from when the
+        pretrained_path: a local Hugging Face folder (or the name of a shipped teacher, e.g.
+            ``mini-teacher``) to load the teacher weights from when the
             tokenizer is first built (not needed once a SemHiTok folder has been saved: the
             teacher's weights are saved with it). Never fetched from a hub.
         image_mean, image_std: the teacher's own normalisation, applied inside the model

@@ -11,6 +11,7 @@ from semhitok import SemHiTok, SemHiTokConfig
 from semhitok.config import TeacherConfig, siglip_large_patch16_256
 from semhitok.modeling import SemanticTeacher, teacher_config_from_folder
 from semhitok.modeling.teacher import _no_init_weights
+from semhitok.pretrained import available, pretrained_path
 
 TINY_VISION = SemHiTokConfig.from_preset("tiny").teacher.hf_config
 
@@ -106,3 +107,14 @@ def test_folder_errors(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="neither SigLIP nor CLIP"):
         teacher_config_from_folder(tmp_path)
+
+
+@pytest.mark.skipif("mini-teacher" not in available(), reason="needs the shipped mini-teacher")
+def test_a_shipped_teacher_is_found_by_name():
+    """teacher.pretrained_path may name a shipped teacher; its weights are the ones loaded."""
+    from safetensors.torch import load_file
+
+    model = SemHiTok(SemHiTokConfig.from_preset("mini", teacher={"pretrained_path": "mini-teacher"}))
+    saved = load_file(str(pretrained_path("mini-teacher") / "model.safetensors"))
+    name = next(k for k in saved if k.endswith("encoder.layers.0.mlp.fc1.weight"))
+    assert torch.equal(dict(model.teacher.model.named_parameters())[name], saved[name])

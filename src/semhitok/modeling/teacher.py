@@ -10,7 +10,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
 from ..config import TeacherConfig
+from ..pretrained import PRETRAINED, pretrained_path
 
 
 def _arch(kind: str) -> tuple[Any, Any]:
@@ -93,6 +95,8 @@ class SemanticTeacher(nn.Module):
             hf_config.vision_use_head = False  # the pooling head is not used: do not build it
         if load_weights and cfg.pretrained_path:
             folder = Path(cfg.pretrained_path)
+            if not folder.exists() and cfg.pretrained_path in PRETRAINED:  # a shipped teacher's name
+                folder = pretrained_path(cfg.pretrained_path)
             if not (folder / "config.json").is_file():
                 raise FileNotFoundError(f"teacher folder {folder} has no config.json")
             self.model = model_cls.from_pretrained(folder, config=hf_config, local_files_only=True)
