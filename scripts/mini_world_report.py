@@ -108,6 +108,7 @@ def write_report(store: Path, path: Path, runs: dict[str, Any], data: Path, out:
         RECON_HEAD,
         *[_recon_row(f"m = {m}", g(f"s2-m{m}")) for m in (4, 8, 12, 16)],
         "",
+        *_m_sweep_figure(rec, path.parent / "results" / "tab9_subcodebook_size.png"),
         "## Tab. 9: the semantic quantizer and its code dimension (understanding proxy)",
         "",
         PROBE_HEAD.replace("|\n|---", "| codes used |\n|---|---").replace("| representation", "| stage-1 quantizer"),
@@ -167,3 +168,26 @@ def _tab7_figure(out: Path, data: Path, target: Path, count: int = 8) -> Path | 
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(png_bytes(grid))
     return target
+
+
+def _m_sweep_figure(rec: dict[str, dict[str, Any]], target: Path) -> list[str]:
+    """PSNR and sub-code usage against m, from the measured m runs (two or more needed)."""
+    points = [(m, rec[f"s2-m{m}"]["metrics"]) for m in (4, 8, 12, 16) if f"s2-m{m}" in rec]
+    if len(points) < 2:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
+    ms = [m for m, _ in points]
+    a.plot(ms, [x["psnr_db"] for _, x in points], "o-")
+    a.set(xlabel="sub-codebook size m", ylabel="PSNR (dB)", xticks=ms)
+    b.plot(ms, [100 * x["subcode_usage"] for _, x in points], "o-", color="tab:orange")
+    b.set(xlabel="sub-codebook size m", ylabel="sub-codes used (%)", xticks=ms)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target)
+    plt.close(fig)
+    return [f"![PSNR and sub-code usage against m](results/{target.name})", ""]
