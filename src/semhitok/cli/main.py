@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import data, decode, demo, encode, eval, export, reconstruct, train, visualize
+from . import data, decode, demo, detokenize, encode, eval, export, reconstruct, tokenize, train, visualize
 from .common import HelpFormatter
 from .messages import flush_deferred
 from ..atomic import OutputError
@@ -27,7 +27,7 @@ PROG = "semhitok"
 USER_ERRORS = (OutputError, ModelFolderError, WeightsFileError)
 # Commands that work today. A generate command (the paper's MLLM use) is registered here when it
 # exists, so --help never lists a command that cannot run.
-COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize, data)
+COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize, tokenize, detokenize, data)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
 EPILOG = """\
