@@ -118,3 +118,24 @@ def test_a_shipped_teacher_is_found_by_name():
     saved = load_file(str(pretrained_path("mini-teacher") / "model.safetensors"))
     name = next(k for k in saved if k.endswith("encoder.layers.0.mlp.fc1.weight"))
     assert torch.equal(dict(model.teacher.model.named_parameters())[name], saved[name])
+
+
+def test_the_unused_pooling_head_is_not_reported_but_other_stray_weights_are(tmp_path, capsys, caplog):
+    """Every SigLIP checkpoint carries a pooling head the teacher never builds: loading one must not
+    print a load report about it, while a weight that belongs nowhere still gets reported."""
+    from safetensors.torch import load_file, save_file
+
+    hf = SiglipVisionModel(SiglipVisionConfig(**TINY_VISION, vision_use_head=True))
+    hf.save_pretrained(tmp_path)
+    assert any(".head." in k or k.startswith("head.") for k in load_file(str(tmp_path / "model.safetensors")))
+    SemanticTeacher(teacher_config_from_folder(tmp_path))
+    heard = capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    assert "UNEXPECTED" not in heard
+
+    weights = load_file(str(tmp_path / "model.safetensors"))
+    weights["vision_model.stray.weight"] = torch.zeros(2)
+    save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    caplog.clear()
+    SemanticTeacher(teacher_config_from_folder(tmp_path))
+    heard = capsys.readouterr().out + capsys.readouterr().err + caplog.text
+    assert "stray" in heard

@@ -24,7 +24,13 @@ def _arch(kind: str) -> tuple[Any, Any]:
         return CLIPVisionConfig, CLIPVisionModel
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
-    return SiglipVisionConfig, SiglipVisionModel
+    class HeadlessSiglipVisionModel(SiglipVisionModel):
+        # The teacher reads patch features, never the pooled output, so the pooling head is not
+        # built; its weights in a checkpoint (every SigLIP has them) are expected, not an error
+        # worth a load report on every run.
+        _keys_to_ignore_on_load_unexpected = [r"(^|\.)head\."]
+
+    return SiglipVisionConfig, HeadlessSiglipVisionModel
 
 
 def teacher_config_from_folder(path: str | Path, feature_layer: int = -1) -> TeacherConfig:
