@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "semhitok" / "configs" / "mini"
 DOCS = ROOT / "docs"
 RESULTS = DOCS / "results"
-SEMHITOK = [sys.executable, "-m", "semhitok.cli.main"]
+SEMHITOK = [sys.executable, "-m", "semhitok"]
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 import semhitok.cli.tokenize as tokenize_cmd
-from semhitok import SemHiTok, SemHiTokConfig
+from semhitok import SemHiTok, SemHiTokConfig, precision
 from semhitok.data.token_shards import load_manifest, read_token_shards
 from semhitok.image_io import decode_image, tensor_to_pil
 from semhitok.modeling import fit_to_size
@@ -159,8 +159,8 @@ def test_killed_run_resumes_to_identical_shards(cli, error_line, tmp_path, corpu
     write_shard = tokenize_cmd.write_shard
     written: list[int] = []
 
-    def killed_after_first(out_dir, shard, fingerprint):
-        write_shard(out_dir, shard, fingerprint)
+    def killed_after_first(out_dir, shard, fingerprint, precision):
+        write_shard(out_dir, shard, fingerprint, precision)
         written.append(shard.unit.index)
         raise KeyboardInterrupt  # Ctrl-C (or a kill) right after shard 0 is in place
 
@@ -181,11 +181,17 @@ def test_killed_run_resumes_to_identical_shards(cli, error_line, tmp_path, corpu
     code, _, err = cli("tokenize", *_data(corpus), "--model", model_dir, "-o", out, "--shard-size", "3", "--workers", "0")
     assert code == 2
     error_line(err, "holds other images than work unit 0", "--shard-size")
+    # bf16 features may land on other codes: a folder never mixes precisions (native bf16 assumed,
+    # so that no slow-bf16 warning line comes before the error on a CPU without it)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    code, _, err = cli("tokenize", *_data(corpus), "--model", model_dir, "-o", out, "--workers", "0", "--precision", "bf16")
+    assert code == 2
+    error_line(err, "tokens-000000.tar was tokenized in fp32, but this run is bf16", "--precision")
 
     written.clear()
 
-    def counted(out_dir, shard, fingerprint):
-        write_shard(out_dir, shard, fingerprint)
+    def counted(out_dir, shard, fingerprint, precision):
+        write_shard(out_dir, shard, fingerprint, precision)
         written.append(shard.unit.index)
 
     monkeypatch.setattr(tokenize_cmd, "write_shard", counted)

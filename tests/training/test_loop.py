@@ -282,3 +282,12 @@ def test_bad_data_leaves_no_run_folder(photos, tmp_path, kind):
     with pytest.raises((FileNotFoundError, BadDataError, ValueError)):
         train(_config("stage1_semantic.yaml", "run.max_steps=2", "data.min_seen=5"), tmp_path / "run", data_path=str(data), quiet=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_training_records_what_precision_auto_resolved_to(monkeypatch, photos, tmp_path):
+    """run.precision=auto becomes fp32 on a CPU without native bf16, and run.jsonl says so."""
+    from semhitok import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    train(_config("stage1_semantic.yaml", "run.max_steps=1", "run.precision=auto"), tmp_path, data_path=str(photos), quiet=True)
+    assert json.loads((tmp_path / "run.jsonl").read_text().splitlines()[0])["precision"] == "fp32"

@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     common.add_model_options(p)
     common.add_resize_option(p)
     common.add_batch_size_option(p)
+    common.add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -33,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
+    from ..precision import resolve_and_warn
     from .tokenfile import FORMAT_VERSION, TokenFile, write_tokens
 
     common.check_image_paths(args.images)
@@ -41,9 +43,11 @@ def run(args: argparse.Namespace) -> int:
         loaded = common.load_model(args)
         model = loaded.model
         device = next(model.parameters()).device
+        precision = resolve_and_warn(args.precision, device, "--precision")
         ids, semantic, pixel = [], [], []
         for _, batch in common.image_batches(args.images, model.image_size, args.resize, args.batch_size, desc="encode"):
-            enc = model.encode(batch.to(device), resize=args.resize)
+            with precision.autocast(device):
+                enc = model.encode(batch.to(device), resize=args.resize)
             ids.append(enc.ids.cpu())
             semantic.append(enc.semantic_ids.cpu())
             pixel.append(enc.pixel_ids.cpu())

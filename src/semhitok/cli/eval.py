@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--feature-extractor", choices=EXTRACTORS, default="teacher", help="without --fid-weights: the stand-in feature space, reported as FD, never rFID (default: teacher, the tokenizer's own frozen SigLIP/CLIP, mean-pooled)")
     p.add_argument("--lpips-weights", metavar="FILE", help="torchvision-layout VGG16 weights for LPIPS (heads come from torchmetrics)")
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "semhitok" / "fid_stats"), metavar="DIR", help="reference statistics cache (default ~/.cache/semhitok/fid_stats)")
-    p.add_argument("--bf16", action="store_true", help="run the tokenizer under bf16 autocast")
+    common.add_precision_option(p)
     p.set_defaults(func=run)
 
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
             bar = common.progress(-(-args.max_images // args.batch_size), "eval")
             try:
                 report, usage = evaluate(model, args.data, extractor=extractor, lpips=lpips, lpips_label=lpips_label, max_images=args.max_images,
-                                         batch_size=args.batch_size, cache_dir=args.cache_dir, bf16=args.bf16, progress=bar,
+                                         batch_size=args.batch_size, cache_dir=args.cache_dir, precision=args.precision, progress=bar,
                                          bad_files_log=bad_files)
             finally:
                 bar.close()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from . import data, decode, demo, detokenize, encode, eval, export, reconstruct, tokenize, train, visualize
 from .common import HelpFormatter
-from .messages import flush_deferred
+from .messages import flush_deferred, library_warnings_as_lines
 from ..atomic import OutputError
 from ..modeling import ModelFolderError
 from ..weights_file import WeightsFileError
@@ -88,7 +88,8 @@ def _run(argv: Sequence[str] | None) -> int:
         if args.command is None:
             names = ", ".join(m.NAME for m in COMMANDS)
             raise CLIError(f"no command given; choose one of {names} (see '{PROG} --help')")
-        code = int(args.func(args) or 0)
+        with library_warnings_as_lines():
+            code = int(args.func(args) or 0)
         flush_deferred(show=True)
         return code
     except CLIError as exc:

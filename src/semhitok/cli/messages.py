@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import one_line
@@ -14,6 +17,26 @@ PROG = "semhitok"
 def warn(message: str) -> None:
     """One ``semhitok: warning: ...`` line on stderr."""
     print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def library_warnings_as_lines() -> Iterator[None]:
+    """Show the warnings semhitok's own code raises (categories defined in the package, such as
+    :class:`semhitok.precision.PrecisionWarning`) as ``semhitok: warning:`` lines, like the
+    commands' own; other packages' warnings keep Python's format, with the place they came from."""
+    shown = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: str | None = None) -> None:
+        if category.__module__.split(".")[0] == PROG:
+            warn(str(message))
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
 
 
 _deferred: list[str] = []

@@ -40,5 +40,16 @@ def add_resize_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision_option(parser: argparse.ArgumentParser) -> None:
+    from ..precision import PRECISIONS
+
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="fp32 = the same ids and numbers on every machine (default); bf16 = bf16 autocast (warns on hardware "
+        "without native bf16, where it is slower); auto = bf16 where the hardware has it natively, else fp32. "
+        "Codebook searches run in fp32 either way",
+    )
+
+
 def add_batch_size_option(parser: argparse.ArgumentParser, default: int = 16) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=default, metavar="N", help=f"images per forward pass (default {default})")

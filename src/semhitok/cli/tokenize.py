@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from ..data.work_units import UnitBatch, WorkUnit
     from ..distributed import DistContext
     from ..modeling import SemHiTok
+    from ..precision import ResolvedPrecision
 
 NAME = "tokenize"
 HELP = "image folders / .tar shards -> token shards for LLM training (resumable)"
@@ -77,6 +78,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="TOKENS_DIR", help="folder for the token shards and manifest.json (created if missing; a rerun resumes in it)")
     common.add_model_options(p)
     common.add_batch_size_option(p, default=32)
+    common.add_precision_option(p)
     default_workers = min(2, os.cpu_count() or 1)
     p.add_argument("--workers", type=non_negative_int, default=default_workers, metavar="N", help=f"DataLoader processes decoding images (default {default_workers}; 0 = in this process)")
     p.add_argument("--shard-size", type=common.positive_int, default=1000, metavar="N", help="images of a folder per output shard (default 1000); each input .tar is one shard")
@@ -98,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..data.token_shards import MANIFEST_NAME
     from ..data.work_units import plan_work_units
+    from ..precision import resolve_and_warn
 
     try:
         units, sources = plan_work_units(args.data, args.shard_size)
@@ -112,17 +115,18 @@ def run(args: argparse.Namespace) -> int:
     loaded = common.load_model(args)
     model = loaded.model
     fingerprint = model.fingerprint()
-    done = _finished_shards(out_dir, units, fingerprint)
+    precision = resolve_and_warn(args.precision, next(model.parameters()).device, "--precision")
+    done = _finished_shards(out_dir, units, fingerprint, precision.name)
     # Every rank has checked TOKENS_DIR, and rank 0's probe (which may create and remove the
     # folder) is over, before any rank writes into it.
     distributed.barrier()
     mine = [u for u in units if u.index % ctx.world_size == ctx.rank and u.index not in done]
     _remove_stale_temporaries(out_dir, mine)
-    _tokenize_units(model, mine, out_dir, fingerprint, args, show_progress=ctx.rank == 0 and not args.quiet)
+    _tokenize_units(model, mine, out_dir, fingerprint, precision, args, show_progress=ctx.rank == 0 and not args.quiet)
     distributed.barrier()  # every rank's shards are in place
     if ctx.rank != 0:
         return 0
-    manifest = _write_manifest(out_dir, units, sources, model, loaded, args.shard_size)
+    manifest = _write_manifest(out_dir, units, sources, model, loaded, args.shard_size, precision.name)
     log = _write_bad_files_log(out_dir, manifest["bad_files"])
     kept = f"; {len(done)} of {len(units)} shards were already done" if done else ""
     note = " [UNTRAINED model: the tokens are meaningless]" if loaded.untrained else ""
@@ -160,9 +164,9 @@ def _join_torchrun() -> DistContext:
         raise CLIError(one_line(exc)) from exc
 
 
-def _finished_shards(out_dir: Path, units: list[WorkUnit], fingerprint: str) -> dict[int, dict[str, Any]]:
+def _finished_shards(out_dir: Path, units: list[WorkUnit], fingerprint: str, precision: str) -> dict[int, dict[str, Any]]:
     """The records of the shards already in ``out_dir``, by unit index; refuses shards (or a
-    manifest) of another model, and shards of another unit (other DATA or --shard-size)."""
+    manifest) of another model or precision, and shards of another unit (other DATA or --shard-size)."""
     from ..data.token_shards import MANIFEST_NAME, load_manifest, read_shard_record, shard_index
 
     if not out_dir.is_dir():
@@ -187,6 +191,9 @@ def _finished_shards(out_dir: Path, units: list[WorkUnit], fingerprint: str) -> 
             raise CLIError(f"{one_line(exc)}; {fresh}") from exc
         if record["fingerprint"] != fingerprint:
             raise CLIError(f"{out_dir} holds tokens of model {record['fingerprint']} ({name}), but this model is {fingerprint}; {fresh}")
+        # bf16 features can land on other codes than fp32 ones: one folder holds one precision's ids
+        if record.get("precision", "fp32") != precision:
+            raise CLIError(f"{path} was tokenized in {record.get('precision', 'fp32')}, but this run is {precision}; rerun with that --precision, or {fresh}")
         unit = record.get("unit")
         if index >= len(units) or not isinstance(unit, dict) or unit.get("digest") != units[index].digest:
             raise CLIError(
@@ -222,7 +229,9 @@ def _as_is(batch: UnitBatch) -> UnitBatch:
     return batch
 
 
-def _tokenize_units(model: SemHiTok, units: list[WorkUnit], out_dir: Path, fingerprint: str, args: argparse.Namespace, show_progress: bool) -> None:
+def _tokenize_units(
+    model: SemHiTok, units: list[WorkUnit], out_dir: Path, fingerprint: str, precision: ResolvedPrecision, args: argparse.Namespace, show_progress: bool
+) -> None:
     """Decode, encode and write the shards of ``units``; shards complete as their last batch arrives."""
     import torch
     from torch.utils.data import DataLoader
@@ -243,13 +252,13 @@ def _tokenize_units(model: SemHiTok, units: list[WorkUnit], out_dir: Path, finge
         for batch in loader:
             shard = pending.setdefault(batch.unit, _ShardBuffer(by_index[batch.unit]))
             if batch.keys:
-                with torch.inference_mode():
-                    ids = model.encode(batch.images.to(device)).ids
+                with torch.inference_mode(), precision.autocast(device):
+                    ids = model.encode(batch.images.to(device, non_blocking=True)).ids
                 shard.add(batch, ids.cpu().numpy())
             shard.bad.extend(batch.bad)
             bar.update(len(batch.keys) + len(batch.bad))
             if batch.last:
-                write_shard(out_dir, pending.pop(batch.unit), fingerprint)
+                write_shard(out_dir, pending.pop(batch.unit), fingerprint, precision.name)
 
 
 class _ShardBuffer:
@@ -267,7 +276,7 @@ class _ShardBuffer:
         for i, key in enumerate(batch.keys):
             self.samples.append(TokenSample(key, ids[i], batch.captions[i], batch.metas[i]))
 
-    def record(self, fingerprint: str) -> dict[str, Any]:
+    def record(self, fingerprint: str, precision: str) -> dict[str, Any]:
         from ..data.token_shards import FORMAT_NAME, FORMAT_VERSION
 
         return {
@@ -275,6 +284,7 @@ class _ShardBuffer:
             "format_version": FORMAT_VERSION,
             "shard": self.unit.index,
             "fingerprint": fingerprint,
+            "precision": precision,
             "unit": self.unit.describe(),
             "images": len(self.samples),
             "bad_images": len(self.bad),
@@ -282,17 +292,19 @@ class _ShardBuffer:
         }
 
 
-def write_shard(out_dir: Path, shard: _ShardBuffer, fingerprint: str) -> None:
+def write_shard(out_dir: Path, shard: _ShardBuffer, fingerprint: str, precision: str) -> None:
     """Write one finished shard atomically (temporary file, then rename)."""
     from ..data.token_shards import shard_name, write_token_shard
 
     with OutputFile(out_dir / shard_name(shard.unit.index)) as out:
         with out.open("wb") as f:
-            write_token_shard(f, shard.record(fingerprint), shard.samples)
+            write_token_shard(f, shard.record(fingerprint, precision), shard.samples)
         out.commit()
 
 
-def _write_manifest(out_dir: Path, units: list[WorkUnit], sources: list[str], model: SemHiTok, loaded: common.LoadedModel, shard_size: int) -> dict[str, Any]:
+def _write_manifest(
+    out_dir: Path, units: list[WorkUnit], sources: list[str], model: SemHiTok, loaded: common.LoadedModel, shard_size: int, precision: str
+) -> dict[str, Any]:
     """manifest.json from the records of every shard (read back from disk: all ranks wrote some)."""
     import json
 
@@ -323,6 +335,7 @@ def _write_manifest(out_dir: Path, units: list[WorkUnit], sources: list[str], mo
         "image_size": model.image_size,
         "resize": RESIZE,
         "shard_size": shard_size,
+        "precision": precision,
         "images": sum(s["images"] for s in shards),
         "bad_images": len(bad_files),
         "bad_files": bad_files,

@@ -12,7 +12,6 @@ dataset, protocol and extractor).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from itertools import islice
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, IterableDataset, Subset
 
 from .. import distributed
+from ..precision import resolve_and_warn
 from ..data import TransformConfig, build_dataset, collate_samples
 from .codebook_stats import CodebookUsage
 from .fid_features import Extractor, dataset_identity, load_reference, reference_key, save_reference
@@ -40,13 +40,15 @@ def evaluate(
     max_images: int = 50000,
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
-    bf16: bool = False,
+    precision: str = "fp32",
     progress: Any | None = None,
     bad_files_log: str | Path | None = None,
 ) -> tuple[dict[str, Any], CodebookUsage]:
     """Run the protocol; returns the report (a JSON-ready dict) and the raw code counts.
 
-    ``bad_files_log``: a file listing every skipped undecodable image (else DEBUG log records).
+    ``precision``: ``fp32``, ``bf16`` (autocast; warns where the hardware lacks native bf16) or
+    ``auto`` (:mod:`semhitok.precision`); the report records what ran. ``bad_files_log``: a file
+    listing every skipped undecodable image (else DEBUG log records).
     """
     device = next(model.parameters()).device
     dataset = build_dataset(data_path, TransformConfig(image_size=model.image_size, crop="center"), bad_files_log=bad_files_log)
@@ -71,7 +73,8 @@ def evaluate(
     real, fake = FeatureStats(), FeatureStats()
     meter = ReconstructionMeter(lpips=lpips)
     usage = CodebookUsage(model.codebook_size, model.subcodebook_size)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    resolved = resolve_and_warn(precision, device, "precision")
+    autocast = resolved.autocast(device)
     seen, started = 0, time.perf_counter()
     with torch.no_grad():
         for batch in islice(loader, batches):
@@ -120,6 +123,7 @@ def evaluate(
         "data": str(data_path),
         "protocol": protocol,
         "images": seen,
+        "precision": resolved.name,
         "frechet": {"value": frechet_distance(mu_r, sigma_r, mu_f, sigma_f), "label": extractor.label, "is_rfid": extractor.is_rfid,
                     "reference_cached": cached is not None, "reference_key": key},
         "psnr": quality["psnr"], "ssim": quality["ssim"], "lpips": {

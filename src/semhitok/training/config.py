@@ -83,7 +83,7 @@ class RunConfig:
 
     max_steps: int = 1000
     seed: int = 0
-    precision: Literal["fp32", "bf16"] = "fp32"
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # auto: bf16 where the device has it natively
     ema_decay: float | None = None  # EMA of the trained weights; None disables it
     gradient_checkpointing: bool = False
     log_every: int = 10

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from .. import __version__, distributed
+from ..precision import ResolvedPrecision, resolve_and_warn, resolve_precision
 from ..data import SampleBatch, TransformConfig, build_dataset
 from ..losses import PixelReconstructionLoss, SemanticDistillationLoss
 from ..modeling import SemHiTok
@@ -87,6 +88,7 @@ class _Parts:
     discriminator: nn.Module | None
     disc_optimizer: torch.optim.Optimizer | None
     ema: dict[str, Tensor] | None
+    precision: ResolvedPrecision  # run.precision as resolved on this device (auto -> fp32 or bf16)
 
 
 def train(
@@ -146,7 +148,8 @@ def train(
             if resume:
                 trim_metrics(run_dir, step)
             parts.model.config.to_json(run_dir / "model_config.json")
-            record_run_start(run_dir, resolved, _run_info(ctx.world_size, resume, step), changes, step)
+            info = {**_run_info(ctx.world_size, resume, step), "precision": parts.precision.name}
+            record_run_start(run_dir, resolved, info, changes, step)
         set_up = True
         with StopSignals() as signals:
             metrics = _run_steps(config, stage, parts, batches, run_dir, ctx, step, stop_at, signals, quiet)
@@ -199,7 +202,7 @@ def _optimizer_step(
     for group in parts.optimizer.param_groups:
         group["lr"] = lr
     parts.optimizer.zero_grad(set_to_none=True)
-    autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=config.run.precision == "bf16")
+    autocast = parts.precision.autocast(ctx.device)
     accum, loss_fn, seen = config.optim.grad_accum, parts.loss_fn, 0
     sums: dict[str, float] = {}
     for micro in range(accum):
@@ -311,7 +314,8 @@ def _build_parts(config: TrainConfig, stage: Stage, init: str | None, ctx: distr
         disc_lr = config.optim.disc_lr or config.optim.lr
         disc_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=disc_lr, betas=config.optim.betas, weight_decay=0.0)
     ema = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad} if config.run.ema_decay else None
-    return _Parts(model, stage_module, loss_fn, params, optimizer, discriminator, disc_optimizer, ema)
+    precision = resolve_and_warn(config.run.precision, device, "run.precision") if ctx.is_main else resolve_precision(config.run.precision, device)
+    return _Parts(model, stage_module, loss_fn, params, optimizer, discriminator, disc_optimizer, ema, precision)
 
 
 def _restore(parts: _Parts, path: Path, ctx: distributed.DistContext) -> tuple[int, DataPosition]:
