@@ -69,7 +69,7 @@ Output shard i holds work unit i: --shard-size images of a folder, or one input 
 the same command keeps finished shards and redoes the rest; a different model, DATA or
 --shard-size for the same TOKENS_DIR is refused. Undecodable images are skipped and listed in
 manifest.json and TOKENS_DIR.bad_files.log. Read the tokens with
-semhitok.data.token_shards.read_token_shards (see docs/tokenize.md)."""
+semhitok.data.read_token_shards (see docs/tokenize.md)."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

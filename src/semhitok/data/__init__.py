@@ -3,7 +3,8 @@ ranks and workers; the skip-count-log policy for undecodable files.
 
 :func:`build_dataset` picks the reader from the path; every reader yields :class:`Sample`
 (``image`` float (3, S, S) in [0, 1], ``label``, ``caption``, ``key``) and batches with
-:func:`collate_samples`.
+:func:`collate_samples`. Token shards written by ``semhitok tokenize`` are read back with
+:func:`read_token_shards` (every shard of a folder, checked against its manifest's fingerprint).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from semhitok.data.fashion_mnist import (
 from semhitok.data.folder import IMAGE_EXTENSIONS, ImageFolderDataset, list_image_files
 from semhitok.data.sample import Sample, SampleBatch, collate_samples, sample_generator
 from semhitok.data.sharding import current_rank_and_world, current_worker, shard_indices, worker_shard
+from semhitok.data.token_shards import TokenSample, load_manifest, read_token_shard, read_token_shards
 from semhitok.data.transforms import ImageTransform, TransformConfig
 from semhitok.data.webdataset import WebDatasetReader, expand_shards, is_shard_spec
 
@@ -40,6 +42,7 @@ __all__ = [
     "ImageTransform",
     "Sample",
     "SampleBatch",
+    "TokenSample",
     "TransformConfig",
     "WebDatasetReader",
     "build_dataset",
@@ -51,7 +54,10 @@ __all__ = [
     "has_fashion_mnist",
     "is_shard_spec",
     "list_image_files",
+    "load_manifest",
     "read_idx",
+    "read_token_shard",
+    "read_token_shards",
     "sample_generator",
     "shard_indices",
     "worker_shard",
