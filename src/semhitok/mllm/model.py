@@ -255,7 +255,7 @@ class SemHiTokMLLM(nn.Module):
         return self.tokenizer.decode(sample.ids)
 
     @torch.no_grad()
-    def answer(
+    def answer_ids(
         self,
         image_ids: Tensor,
         question: str | Sequence[str] = DEFAULT_QUESTION,
@@ -264,13 +264,17 @@ class SemHiTokMLLM(nn.Module):
         temperature: float = 1.0,
         top_p: float | None = None,
         seed: int | None = None,
-    ) -> list[str]:
-        """Answer a question about each image given as SemHiTok ids (B, h, w) or (B, h*w).
+    ) -> Tensor:
+        """Answer token ids (B, n) for images given as SemHiTok ids (B, h, w) or (B, h*w).
 
-        Runs the LLM's own ``generate(inputs_embeds=...)``: the LLM's head covers text ids only, so
-        no image id can appear in an answer; rows of a padded head beyond the text tokenizer
-        (Qwen) are suppressed as well.
+        Runs the LLM's own ``generate(inputs_embeds=...)`` on the understanding prompt, greedy or
+        sampled (``seed`` seeds the sampling; torch's global generators are restored after). The
+        LLM's head covers text ids only, so no image id can appear in an answer; rows of a padded
+        head beyond the text tokenizer (Qwen) are suppressed too. Finished rows are padded with
+        the pad id.
         """
+        if not isinstance(image_ids, Tensor) or image_ids.dim() < 2:
+            raise ValueError("image_ids must be a tensor (B, h, w) or (B, h*w)")
         ids = self.tokenizer.check_ids(image_ids).reshape(image_ids.shape[0], -1)
         questions = [question] * ids.shape[0] if isinstance(question, str) else list(question)
         if len(questions) != ids.shape[0]:
@@ -278,17 +282,22 @@ class SemHiTokMLLM(nn.Module):
         prompts = [self.format.understanding(row.cpu(), q).input_ids for row, q in zip(ids, questions)]
         device = self.image_head.weight.device
         input_ids, mask = left_pad(prompts, self.pad_id, device)
-        extra = list(range(len(self.text_tokenizer), self.ids.text_vocab))
         kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": do_sample, "pad_token_id": self.pad_id}
         if do_sample:
             kwargs.update(temperature=temperature, top_p=top_p if top_p is not None else 1.0, top_k=None)
         eos = _eos_ids(self.llm, self.text_tokenizer)
         if eos:
             kwargs["eos_token_id"] = eos
-        if extra:
-            kwargs["suppress_tokens"] = extra
+        padded_rows = list(range(len(self.text_tokenizer), self.ids.text_vocab))
+        if padded_rows:
+            kwargs["suppress_tokens"] = padded_rows
         with _eval_mode(self), _seeded(seed, device):
-            out = self.llm.generate(inputs_embeds=self.embed(input_ids), attention_mask=mask, **kwargs)
+            return self.llm.generate(inputs_embeds=self.embed(input_ids), attention_mask=mask, **kwargs)
+
+    @torch.no_grad()
+    def answer(self, image_ids: Tensor, question: str | Sequence[str] = DEFAULT_QUESTION, **kwargs: Any) -> list[str]:
+        """Answers as text for images given as SemHiTok ids; see :meth:`answer_ids`."""
+        out = self.answer_ids(image_ids, question, **kwargs)
         return [t.strip() for t in self.text_tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     @torch.no_grad()
