@@ -112,13 +112,14 @@ def test_what_trains_in_each_mode(mllm_factory, mode):
     assert not any(n.startswith("tokenizer.") for n in trainable | got)
     llm_grads = {n for n in got if n.startswith("llm.")}
     if mode == "adapter":
-        assert not llm_grads and not mm.llm.training  # frozen LLM stays in eval mode
+        assert not llm_grads
     elif mode == "lora":
         assert llm_grads and all("lora_" in n for n in llm_grads)
         assert {n for n in trainable if n.startswith("llm.")} == {n for n, _ in mm.named_parameters() if "lora_" in n}
     else:
         assert "llm.model.embed_tokens.weight" in llm_grads and "llm.model.layers.0.mlp.up_proj.weight" in llm_grads
     assert got <= trainable
+    assert mm.llm.training and not mm.tokenizer.training  # a frozen LLM still follows train(); the tokenizer never
 
 
 def test_forward_refuses_bad_labels(mllm_factory):

@@ -132,3 +132,15 @@ def test_collator_pads_both_sides_and_keeps_state(mllm_factory):
         MLLMExample("understanding", "q", img)
     with pytest.raises(ValueError, match="image_ids must be given"):
         MLLMExample("generation", "q")
+
+
+def test_text_chat_sequences_match_the_template_rendered_whole(mllm_factory):
+    """Inserting content between the template's prefix and suffix gives the tokens of the whole
+    rendered conversation: the LLM sees its chat format exactly as in its own training."""
+    mm = mllm_factory(chat=True, system_prompt="Be brief.")
+    tok = mm.text_tokenizer
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi there"}, {"role": "assistant", "content": "hello"}]
+    rendered = tok.apply_chat_template(conversation, tokenize=False)
+    assert mm.format.text("hi there", "hello").input_ids == tok(rendered, add_special_tokens=False)["input_ids"]
+    prompt = tok.apply_chat_template(conversation[:2], tokenize=False, add_generation_prompt=True)
+    assert mm.format.generation_prompt("hi there")[:-1] == tok(prompt, add_special_tokens=False)["input_ids"]

@@ -9,9 +9,10 @@ the plain LLM.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,13 +65,15 @@ class SemHiTokMLLM(nn.Module):
         hidden = int(lm_head.weight.shape[1])
         self.ids = ImageIdSpace(int(lm_head.weight.shape[0]), tokenizer.codebook_size, tokenizer.subcodebook_size)
         table = llm.get_input_embeddings().weight
+        # std over a strided subset of rows: a 150k x 3584 table need not be copied to float whole
+        sample_rows = table.detach()[:: max(1, table.shape[0] // 4096)].float()
         self.adapter = ImageAdapter(
             config.adapter,
             tokenizer.semantic_quantizer.codebook,
             tokenizer.pixel_quantizer.codebook,
             hidden,
             semantic_width=config.semantic_width,
-            init_std=float(table.detach().float().std()),
+            init_std=float(sample_rows.std()),
         ).to(table.device)
         self.image_head = ImageHead(hidden, self.ids, config.head_bias).to(table.device)
         self.format = SequenceFormat(text_tokenizer, self.ids, config.use_chat_template, config.system_prompt, config.max_text_tokens)
@@ -134,26 +137,29 @@ class SemHiTokMLLM(nn.Module):
         return [(n, p) for n, p in self.named_parameters() if p.requires_grad]
 
     def train(self, mode: bool = True) -> SemHiTokMLLM:
+        # A frozen LLM still follows ``mode``: Hugging Face's gradient checkpointing only acts in
+        # training mode. The tokenizer stays in eval mode: its EMA codebooks must never move.
         super().train(mode)
-        self.tokenizer.eval()  # its EMA codebooks must never move
-        if self.config.train == "adapter":
-            self.llm.eval()  # a frozen LLM keeps dropout off as at inference
+        self.tokenizer.eval()
         return self
 
     # ---- the model -------------------------------------------------------------------------
-    def embed(self, input_ids: Tensor) -> Tensor:
+    def embed(self, input_ids: Tensor, check: bool = True) -> Tensor:
         """(B, T) joint ids -> (B, T, hidden) ``inputs_embeds`` in the LLM's dtype.
 
         Text ids go through the LLM's table, image ids through the adapter, specials through
         their learned rows. Every part is computed for every position and chosen by mask, so the
         graph (and the set of parameters used) is the same for every batch, as DDP wants.
+        ``check=False`` skips the range checks (each one waits for the device), for ids the
+        sampler made itself.
         """
-        self.ids.check(input_ids)
         table = self.llm.get_input_embeddings()
         is_text, is_image, is_special = self.ids.is_text(input_ids), self.ids.is_image(input_ids), self.ids.is_special(input_ids)
-        rows = table.weight.shape[0]
-        if bool((is_text & (input_ids >= rows)).any()):
-            raise ValueError(f"text id beyond the LLM's {rows}-row input embedding table")
+        if check:
+            self.ids.check(input_ids)
+            rows = table.weight.shape[0]
+            if bool((is_text & (input_ids >= rows)).any()):
+                raise ValueError(f"text id beyond the LLM's {rows}-row input embedding table")
         text = table(torch.where(is_text, input_ids, 0))
         image = self.adapter.image_embeddings((input_ids - self.ids.image_start).clamp(0, self.ids.num_image - 1))
         special = self.adapter.special_embeddings((input_ids - self.ids.image_end).clamp(0, NUM_SPECIALS - 1))
@@ -381,35 +387,24 @@ def _eos_ids(llm: nn.Module, text_tokenizer: Any) -> list[int]:
     return found
 
 
-class _eval_mode:
+@contextlib.contextmanager
+def _eval_mode(module: nn.Module) -> Iterator[None]:
     """Eval mode inside the block (no dropout, LoRA dropout included), the old mode after."""
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def __enter__(self) -> None:
-        self.was_training = self.module.training
-        self.module.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.module.train(self.was_training)
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
-class _seeded:
-    """Seed torch's global generators inside the block (for HF ``generate``), restore them after."""
-
-    def __init__(self, seed: int | None, device: torch.device) -> None:
-        self.seed, self.device = seed, device
-        self.fork: Any = None
-
-    def __enter__(self) -> None:
-        if self.seed is None:
-            return
-        devices = [self.device] if self.device.type == "cuda" else []
-        self.fork = torch.random.fork_rng(devices=devices)
-        self.fork.__enter__()
-        torch.manual_seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.fork is not None:
-            self.fork.__exit__(*exc)
+@contextlib.contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Seed torch's global generators inside the block (HF ``generate`` draws from them) and
+    restore them after, so a seeded answer leaves the caller's random stream untouched."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield

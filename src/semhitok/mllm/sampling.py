@@ -91,7 +91,7 @@ class SamplerModel(Protocol):
 
     ids: ImageIdSpace
 
-    def embed(self, input_ids: Tensor) -> Tensor: ...
+    def embed(self, input_ids: Tensor, check: bool = True) -> Tensor: ...
 
     def hidden_states(self, inputs_embeds: Tensor, attention_mask: Tensor, position_ids: Tensor, cache: Any = None) -> Tensor: ...
 
@@ -210,20 +210,22 @@ def sample_image_ids(
     out = torch.empty((b, num_tokens), dtype=torch.long, device=device)
     r = len(rows)
     cache = model.new_cache() if use_cache else None
-    hidden = model.hidden_states(model.embed(ids), mask, positions(mask), cache)[:, -1]
+    prompt_positions = positions(mask)
+    hidden = model.hidden_states(model.embed(ids), mask, prompt_positions, cache)[:, -1]
+    pos = prompt_positions[:, -1:]
     for step in range(num_tokens):
         chosen = next_ids(model.image_logits(hidden), b, step, num_tokens, config, generator)
         out[:, step] = chosen
         if step == num_tokens - 1:
             break  # the last id needs no forward: <eoi> follows by rule, not by sampling
-        joint = model.ids.from_tokenizer(chosen).repeat(r // b).unsqueeze(1)  # (R, 1), twins share ids
-        ids = torch.cat([ids, joint], dim=1)
+        joint = (chosen + model.ids.image_start).repeat(r // b).unsqueeze(1)  # (R, 1), twins share ids
         mask = torch.cat([mask, mask.new_ones(r, 1)], dim=1)
+        pos = pos + 1
         if use_cache:
-            pos = positions(mask)[:, -1:]
-            hidden = model.hidden_states(model.embed(joint), mask, pos, cache)[:, -1]
+            hidden = model.hidden_states(model.embed(joint, check=False), mask, pos, cache)[:, -1]
         else:
-            hidden = model.hidden_states(model.embed(ids), mask, positions(mask), None)[:, -1]
+            ids = torch.cat([ids, joint], dim=1)
+            hidden = model.hidden_states(model.embed(ids, check=False), mask, positions(mask), None)[:, -1]
     eoi = torch.full((b, 1), model.ids.eoi, dtype=torch.long, device=device)
     sequences = torch.cat([prompt_ids, model.ids.from_tokenizer(out), eoi], dim=1)
     attention = torch.cat([prompt_mask, prompt_mask.new_ones(b, num_tokens + 1)], dim=1)
