@@ -129,3 +129,20 @@ def test_forward_refuses_bad_labels(mllm_factory):
         mm(input_ids=ids, labels=torch.tensor([[-5, 2, 3]]))
     with pytest.raises(ValueError, match="needs labels"):
         mm(input_ids=ids)
+
+
+def test_gradient_checkpointing_of_a_frozen_llm_gives_the_same_gradients(mllm_factory):
+    mm = mllm_factory(kind="llama", tied=False, chat=False, train="adapter").train()
+    batch = _mixed_batch(mm)
+    mm(**batch.model_inputs()).loss.backward()
+    plain = {n: p.grad.clone() for n, p in mm.trainable_parameters()}
+    mm.zero_grad()
+    enable = getattr(mm.llm, "activation_checkpointing_enable", None) or mm.llm.gradient_checkpointing_enable  # the name in transformers 5.x / 4.x
+    enable()
+    calls = []
+    hook = mm.llm.model.layers[0].self_attn.register_forward_hook(lambda *a: calls.append(1))
+    mm(**batch.model_inputs()).loss.backward()
+    hook.remove()
+    assert len(calls) == 2  # the layer ran again in backward: checkpointing is active
+    for n, p in mm.trainable_parameters():
+        torch.testing.assert_close(p.grad, plain[n], rtol=1e-5, atol=1e-7)

@@ -108,8 +108,7 @@ class MLLMCollator:
         self.padding_side = padding_side
         self.pad_to_multiple_of = pad_to_multiple_of
         self.generator = torch.Generator().manual_seed(self.seed)
-        pad = fmt.tokenizer.pad_token_id
-        self.pad_id = int(pad) if pad is not None and pad < fmt.ids.text_vocab else 0
+        self.pad_id = fmt.pad_id
 
     # ---- the unconditional swap ------------------------------------------------------------
     def swap(self, example: MLLMExample) -> bool:

@@ -313,11 +313,8 @@ class SemHiTokMLLM(nn.Module):
 
     @property
     def pad_id(self) -> int:
-        """A text id for padding (the tokenizer's pad, else eos, else 0): always masked out."""
-        for candidate in (self.text_tokenizer.pad_token_id, self.text_tokenizer.eos_token_id):
-            if candidate is not None and 0 <= candidate < self.ids.text_vocab:
-                return int(candidate)
-        return 0
+        """A text id for padding (always masked out); see :attr:`SequenceFormat.pad_id`."""
+        return self.format.pad_id
 
     def _generator(self, seed: int | None) -> torch.Generator:
         device = self.image_head.weight.device

@@ -99,6 +99,14 @@ class SequenceFormat:
         if too_big:
             raise TemplateError(f"the text tokenizer gives id {too_big[0]}, beyond the LLM's {ids.text_vocab} output rows; tokenizer and LLM do not match")
 
+    @property
+    def pad_id(self) -> int:
+        """A text id to pad with (the tokenizer's pad, else eos, else 0); padding is always masked."""
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None and 0 <= candidate < self.ids.text_vocab:
+                return int(candidate)
+        return 0
+
     # ---- text pieces -----------------------------------------------------------------------
     def tokens(self, text: str, cut: bool = True) -> list[int]:
         """Text -> token ids without special tokens, cut to ``max_text_tokens`` when ``cut``."""
