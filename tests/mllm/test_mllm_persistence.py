@@ -140,3 +140,12 @@ def test_broken_folders_fail_with_one_line(tmp_path, mllm_factory):
     config.write_text(json.dumps(record))
     with pytest.raises(MLLMFolderError, match="format version 99"):
         SemHiTokMLLM.from_pretrained(tmp_path / "m")
+
+
+def test_llm_probe_reaches_the_last_value_of_large_tensors():
+    from semhitok.mllm.persistence import llm_probe
+
+    big = torch.zeros(28_311_552)  # SmolLM2's embedding table: a float32 linspace rounds past its end
+    big[-1] = 7.0
+    probe = llm_probe({"b": torch.arange(3.0), "a": big, "i": torch.arange(4)})
+    assert probe.tolist()[:8][-1] == 7.0 and probe.tolist()[8:] == [0.0, 1.0, 2.0]  # sorted by name, ints skipped

@@ -46,3 +46,9 @@ def test_smollm2_trains_one_step_and_generates(tmp_path, monkeypatch, tiny_token
     assert images.shape == (1, 3, 64, 64) and torch.isfinite(images).all()
     answers = mm.describe(images, "What is in the image?", max_new_tokens=4)
     assert len(answers) == 1 and isinstance(answers[0], str)
+    # saved as a pointer to smollm2-135m plus the LoRA matrices, loaded back bit-exactly
+    mm.save_pretrained(tmp_path / "mllm")
+    assert not (tmp_path / "mllm" / "llm").exists()
+    loaded = SemHiTokMLLM.from_pretrained(tmp_path / "mllm")
+    with torch.no_grad():
+        assert torch.equal(mm(**batch.model_inputs()).loss, loaded(**batch.model_inputs()).loss)

@@ -148,7 +148,9 @@ def llm_probe(state: dict[str, Tensor]) -> Tensor:
         flat = state[name].detach().reshape(-1)
         if flat.numel() == 0 or not flat.is_floating_point():
             continue
-        idx = torch.linspace(0, flat.numel() - 1, min(_PROBE_VALUES, flat.numel()), device=flat.device).long()
+        k = min(_PROBE_VALUES, flat.numel())
+        # integer spacing: a float linspace rounds past the end of tensors with tens of millions of values
+        idx = torch.arange(k, device=flat.device) * (flat.numel() - 1) // max(k - 1, 1)
         parts.append(flat[idx].float().cpu())
     return torch.cat(parts) if parts else torch.zeros(0)
 
