@@ -29,7 +29,7 @@ from semhitok.modeling import fit_to_size
 
 PHOTOS = Path(__file__).parents[2] / "assets" / "photos"
 SIZE = 64  # the tiny preset's image size
-PLANNED_COMMANDS = ("generate",)
+PLANNED_COMMANDS: tuple[str, ...] = ()  # commands not yet built: --help must not list them
 
 
 # ---- fixtures ----------------------------------------------------------------------------------

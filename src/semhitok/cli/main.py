@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import data, decode, demo, detokenize, encode, eval, export, reconstruct, tokenize, train, visualize
+from . import data, decode, demo, describe, detokenize, encode, eval, export, generate, reconstruct, tokenize, train, visualize
 from .common import HelpFormatter
 from .messages import flush_deferred, library_warnings_as_lines
 from ..atomic import OutputError
@@ -25,9 +25,8 @@ PROG = "semhitok"
 # folder, a refused weights file), recognised by type wherever a command lets them through: one
 # line naming the path, exit status 2.
 USER_ERRORS = (OutputError, ModelFolderError, WeightsFileError)
-# Commands that work today. A generate command (the paper's MLLM use) is registered here when it
-# exists, so --help never lists a command that cannot run.
-COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize, tokenize, detokenize, data)
+# Commands that work today, so --help never lists a command that cannot run.
+COMMANDS = (demo, train, export, encode, decode, reconstruct, eval, visualize, tokenize, detokenize, data, generate, describe)
 
 DESCRIPTION = "SemHiTok: a discrete image tokenizer with a semantic-guided hierarchical codebook."
 EPILOG = """\
@@ -37,6 +36,8 @@ examples:
   semhitok encode photos/*.jpg --model runs/stage2/model -o tokens.npz
   semhitok decode tokens.npz --model runs/stage2/model -o decoded/
   semhitok reconstruct photos/*.jpg --preset tiny -o recon/    (untrained model, to try the tool)
+  semhitok generate "a red ankle boot" --model runs/mllm/final -o samples/ --n 4 --seed 0
+  semhitok describe photos/*.jpg --model runs/mllm/final --question "What is in the image?"
 
 Run 'semhitok COMMAND --help' for a command's options. Set SEMHITOK_DEBUG=1 to see tracebacks."""
 
