@@ -64,13 +64,15 @@ def list_checkpoints(run_dir: str | Path) -> list[Checkpoint]:
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
-    model: nn.Module,
+    model: nn.Module | Mapping[str, torch.Tensor],
     state: dict[str, Any],
     keep_last: int = 3,
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint ``step`` atomically and prune all but the newest ``keep_last``.
 
+    ``model``: a module (its whole ``state_dict`` is saved) or just the tensors to save (e.g. only
+    the trained ones of a model whose frozen part is loaded from elsewhere).
     ``meta`` (JSON values, e.g. the step's loss) goes into ``meta.json`` beside the step.
     """
     if keep_last < 1:
@@ -84,7 +86,8 @@ def save_checkpoint(
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint {final}: {_reason(exc)}") from exc
     try:
-        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        tensors = model.state_dict() if isinstance(model, nn.Module) else model
+        weights = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         save_file(weights, str(tmp / "model.safetensors"))
         (tmp / "model.safetensors").chmod(0o666 & ~current_umask())  # safetensors writes 0600
         torch.save(state, tmp / "state.pt")
@@ -174,17 +177,39 @@ def load_checkpoint(path: str | Path, model: nn.Module, map_location: str | torc
             (not weights-only), or its weights do not fit ``model``.
     """
     folder = Path(path)
-    for name in ("model.safetensors", "state.pt"):
-        if not (folder / name).is_file():
-            raise FileNotFoundError(f"checkpoint {folder} has no {name}")
-    try:
-        weights = load_file(str(folder / "model.safetensors"), device=str(map_location))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {folder}: unreadable model.safetensors ({_reason(exc)})") from exc
+    weights = read_checkpoint_weights(folder, map_location)
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"checkpoint {folder}: its weights do not fit the model ({_reason(exc)})") from exc
+    return read_checkpoint_state(folder, map_location)
+
+
+def read_checkpoint_weights(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """A checkpoint's ``model.safetensors`` as a dict (the caller puts the tensors in place).
+
+    Raises:
+        FileNotFoundError: a file is missing. CheckpointError: it is damaged.
+    """
+    folder = Path(path)
+    for name in ("model.safetensors", "state.pt"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"checkpoint {folder} has no {name}")
+    try:
+        return load_file(str(folder / "model.safetensors"), device=str(map_location))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {folder}: unreadable model.safetensors ({_reason(exc)})") from exc
+
+
+def read_checkpoint_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint's training state (``state.pt``, read with ``weights_only``: no code runs).
+
+    Raises:
+        FileNotFoundError: no ``state.pt``. CheckpointError: damaged, or not weights-only.
+    """
+    folder = Path(path)
+    if not (folder / "state.pt").is_file():
+        raise FileNotFoundError(f"checkpoint {folder} has no state.pt")
     try:
         return torch.load(folder / "state.pt", map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

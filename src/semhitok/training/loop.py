@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import math
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
-from .. import __version__, distributed
+from .. import distributed
 from ..precision import ResolvedPrecision, resolve_and_warn, resolve_precision
 from ..data import SampleBatch, TransformConfig, build_dataset
 from ..losses import PixelReconstructionLoss, SemanticDistillationLoss
@@ -34,7 +29,6 @@ from ..modeling import SemHiTok
 from .batches import DataPosition, iterate_batches
 from .checkpoint import (
     Checkpoint,
-    last_good_checkpoint,
     list_checkpoints,
     load_checkpoint,
     remove_partial,
@@ -46,7 +40,16 @@ from .checkpoint import (
 from .config import TrainConfig
 from .errors import TrainingError, TrainingInterrupted
 from .interrupt import StopSignals
-from .run_folder import RunLock, config_changes, record_run_start, trim_metrics
+from .run_folder import config_changes, record_run_start, trim_metrics
+from .run_parts import RunLogger as _Logger
+from .run_parts import agreed_stop as _agreed_stop
+from .run_parts import check_run_folder as _check_run_folder
+from .run_parts import ddp as _ddp
+from .run_parts import gather_rng as _gather_rng
+from .run_parts import last_good as _last_good
+from .run_parts import lock_run_folder as _lock_run_folder
+from .run_parts import mean_over_ranks as _mean_over_ranks
+from .run_parts import run_info as _run_info
 from .schedule import warmup_cosine
 from .stages import Stage, get_stage
 
@@ -263,19 +266,6 @@ def export_model(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 
 # ---- pieces of the loop ------------------------------------------------------------------------
-def _check_run_folder(run_dir: Path, resume: bool) -> list[Checkpoint]:
-    """The run folder's checkpoints, checked against ``resume`` (nothing is written)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise TrainingError(f"--out {run_dir}: exists and is not a folder")
-    RunLock.check_free(run_dir)  # "in use" explains more than what a live run's folder holds now
-    existing = list_checkpoints(run_dir)
-    if existing and not resume:
-        raise TrainingError(f"{run_dir} already has checkpoints (last: step {existing[-1].step}); pass --resume or choose another --out")
-    if resume and not existing:
-        raise TrainingError(f"--resume: {run_dir} has no checkpoint to resume from")
-    return existing
-
-
 def _resolved_config(config: TrainConfig, data_path: str) -> dict[str, Any]:
     """The config as ``config.yaml`` records it: the data path made absolute (a resume from another
     working directory names the same data)."""
@@ -360,54 +350,6 @@ def _open_data(
     return itertools.chain([first], batches)
 
 
-def _lock_run_folder(run_dir: Path, ctx: distributed.DistContext) -> RunLock | None:
-    """Rank 0 locks the run folder; every rank learns whether it could (none trains otherwise)."""
-    lock, error = None, None
-    if ctx.is_main:
-        try:
-            lock = RunLock(run_dir)
-        except TrainingError as exc:
-            error = exc
-    if not _all_ranks_ok(error is None, ctx):
-        if error is not None:
-            raise error
-        raise TrainingError(f"rank 0 could not lock the run folder {run_dir}; see its error")
-    return lock
-
-
-def _all_ranks_ok(ok: bool, ctx: distributed.DistContext) -> bool:
-    if ctx.world_size == 1:
-        return ok
-    flag = torch.tensor([1 if ok else 0], device=ctx.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
-
-
-def _agreed_stop(requested: int | None, ctx: distributed.DistContext) -> int | None:
-    """The stop signal, agreed by all ranks: a signal can reach the ranks in different steps, and
-    all must save and stop after the same one."""
-    if ctx.world_size == 1:
-        return requested
-    flag = torch.tensor([requested or 0], device=ctx.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag.item()) or None
-
-
-def _run_info(world: int, resume: bool, step: int) -> dict[str, Any]:
-    return {
-        "git_revision": _git_revision(), "semhitok_version": __version__, "torch_version": torch.__version__,
-        "world_size": world, "resumed": resume, "from_step": step,
-    }
-
-
-def _ddp(module: nn.Module, device_ids: list[int] | None) -> DDP:
-    """DDP without the per-forward buffer broadcast (newer torch names it forward_sync_buffers)."""
-    import inspect
-
-    flag = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
-    return DDP(module, device_ids=device_ids, **{flag: False})
-
-
 def _build_model(config: TrainConfig, init: str | None) -> SemHiTok:
     """From scratch, or from the previous stage's folder; weights whose shape changed (stage 3's
     larger decoder) start fresh."""
@@ -434,14 +376,6 @@ def _param_groups(model: SemHiTok, params: list[nn.Parameter], weight_decay: flo
         {"params": [p for p in params if not no_decay(p)], "weight_decay": weight_decay},
         {"params": [p for p in params if no_decay(p)], "weight_decay": 0.0},
     ]
-
-
-def _mean_over_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:
-    keys = sorted(values)
-    packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(packed)
-    packed /= distributed.world_size()
-    return dict(zip(keys, packed.tolist()))
 
 
 def _usage(out: Any, pixel_stage: bool) -> dict[str, Tensor]:
@@ -515,70 +449,3 @@ def _weights_problem(parts: _Parts) -> str | None:
         trained |= {f"ema.{name}" for name in parts.ema}
         tensors += [(f"ema.{name}", t) for name, t in parts.ema.items()]
     return weights_problem(tensors, trained)
-
-
-def _gather_rng(ctx: distributed.DistContext) -> list[dict[str, Tensor]]:
-    """Every rank's RNG state (CPU, and this rank's GPU): ranks draw different numbers (only rank
-    0 picks restarted codes), so each must get its own back on resume."""
-    cpu = distributed.all_gather_tensors(torch.get_rng_state(), ctx.device)
-    if ctx.device.type != "cuda":
-        return [{"torch": c} for c in cpu]
-    gpu = distributed.all_gather_tensors(torch.cuda.get_rng_state(ctx.device), ctx.device)
-    return [{"torch": c, "cuda_device": g} for c, g in zip(cpu, gpu)]
-
-
-def _last_good(run_dir: Path) -> str:
-    good = last_good_checkpoint(run_dir)
-    return f"the last good checkpoint is {good.path}" if good is not None else "no checkpoint was written yet"
-
-
-def _git_revision() -> str:
-    try:
-        here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-class _Logger:
-    """metrics.jsonl + TensorBoard + a progress bar (or plain lines in quiet mode), rank 0 only."""
-
-    SHOWN = ("loss", "lr", "semantic_usage", "pixel_usage", "images_per_second")
-
-    def __init__(self, run_dir: Path, enabled: bool, quiet: bool, total: int, initial: int, stage: str) -> None:
-        self.enabled, self.quiet = enabled, quiet
-        if not enabled:
-            return
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.file = open(run_dir / "metrics.jsonl", "a")
-        # A resumed run re-logs the steps after its checkpoint: purge TensorBoard's copies of them.
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=initial + 1 if initial else None)
-        self.bar = tqdm(total=total, initial=initial, desc=f"train {stage}", disable=quiet, dynamic_ncols=True)
-
-    def step(self, step: int, metrics: dict[str, float], force: bool) -> None:
-        if not self.enabled:
-            return
-        self.bar.update(1)
-        short = {k.replace("semantic_usage", "use").replace("pixel_usage", "sub").replace("images_per_second", "img/s"): _fmt(metrics[k]) for k in self.SHOWN if k in metrics}
-        self.bar.set_postfix(short, refresh=False)
-        if not force:
-            return
-        self.file.write(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}) + "\n")
-        self.file.flush()
-        for key, value in metrics.items():
-            if key != "step":
-                self.writer.add_scalar(key, value, step)
-        if self.quiet:
-            print(f"step {step} " + " ".join(f"{k}={v}" for k, v in short.items()), flush=True)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.bar.close()
-            self.file.close()
-            self.writer.close()
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
