@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..training import TrainConfig
 
 NAME = "train"
-HELP = "train one stage (semantic | pixel | decoder), or the mini-world's teacher"
+HELP = "train one stage (semantic | pixel | decoder), the MLLM (stage: mllm), or the mini-world's teacher"
 DESCRIPTION = "Train one SemHiTok stage. The config names the stage; key=value arguments override it."
 EXAMPLE = """\
 examples:
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError("--allow-config-change only applies with --resume")
     if _stage_of(args.config) in ("teacher", "judge"):
         return _train_mini_world_model(args, _stage_of(args.config))
+    if _stage_of(args.config) == "mllm":
+        return _train_mllm(args)
     config = _load_config(args)
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     try:
@@ -137,6 +139,39 @@ def _train_mini_world_model(args: argparse.Namespace, stage: str) -> int:
         f"trained the {stage} {result['steps']} steps in {result['train_seconds']:.0f} s; {what}: "
         f"class {val['val_class_accuracy']:.1%}, colour {val['val_colour_accuracy']:.1%}; model: {run_dir / 'model'}"
     )
+    return 0
+
+
+def _train_mllm(args: argparse.Namespace) -> int:
+    """``stage: mllm``: an LLM with SemHiTok image tokens (semhitok.training.mllm_loop)."""
+    from ..data import BadDataError
+    from ..training import TrainingAborted, TrainingError, TrainingInterrupted
+    from ..training.mllm_config import MLLMTrainConfig
+    from ..training.mllm_loop import train_mllm
+
+    if args.init:
+        raise CLIError("stage: mllm builds its model from the config's llm and tokenizer: --init does not apply")
+    overrides = list(args.overrides) + ([f"run.max_steps={args.max_steps}"] if args.max_steps else [])
+    try:
+        config = MLLMTrainConfig.from_yaml(args.config, overrides)
+    except ValueError as exc:
+        raise CLIError(one_line(exc)) from exc  # from_yaml's messages start with the file's name
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    try:
+        result = train_mllm(
+            config, run_dir, data_paths=[args.data] if args.data else None, resume=args.resume,
+            allow_config_change=args.allow_config_change, quiet=args.quiet,
+        )
+    except (TrainingInterrupted, TrainingAborted) as exc:
+        if _is_main_rank():
+            print(f"semhitok: {one_line(exc)}", file=sys.stderr, flush=True)
+        return exc.exit_code
+    except (TrainingError, BadDataError, FileNotFoundError, ValueError, ImportError) as exc:
+        raise CLIError(one_line(exc)) from exc
+    except OSError as exc:
+        raise CLIError(_os_message(exc)) from exc
+    if _is_main_rank():
+        info(f"trained {result.steps} steps ({result.tokens_per_second:.0f} tokens/s); MLLM: {result.model_dir}")
     return 0
 
 

@@ -1,0 +1,207 @@
+"""Typed, validated configuration of ``stage: mllm`` runs (``semhitok train CONFIG.yaml``).
+
+A run trains a :class:`semhitok.mllm.SemHiTokMLLM` (an LLM plus a frozen SemHiTok) on a mix of
+understanding (image + question -> caption), generation (caption -> image) and text-only samples.
+See ``configs/mini/mllm.yaml`` and ``docs/mllm.md`` ("Training").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys, describe
+from ..mllm.config import MLLMConfig
+from ..yaml_io import load_yaml
+from .overrides import apply_overrides
+
+__all__ = ["MLLMDataConfig", "MLLMOptimConfig", "MLLMRunConfig", "MLLMTrainConfig", "MixConfig"]
+
+KINDS = ("understanding", "generation", "text")
+DEFAULT_QUESTIONS = (
+    "What is in the image?",
+    "Describe the image.",
+    "What does this picture show?",
+    "Give a short caption for this image.",
+)
+
+
+@dataclass
+class MixConfig:
+    """Share of each sample kind in every batch (normalised to sum 1; 0 switches a kind off)."""
+
+    understanding: float = 0.45
+    generation: float = 0.45
+    text: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, 0, KINDS)
+        if self.understanding + self.generation + self.text <= 0:
+            raise ConfigError("", "at least one of understanding, generation, text must be > 0")
+
+    def ratios(self) -> dict[str, float]:
+        """``{kind: share}`` summing to 1, in the order of :data:`KINDS`."""
+        total = self.understanding + self.generation + self.text
+        return {k: getattr(self, k) / total for k in KINDS}
+
+
+@dataclass
+class MLLMDataConfig:
+    """What the MLLM reads and how it is batched.
+
+    Attributes:
+        images: image-caption sources, each an image folder (captions in ``<stem>.txt``), a
+            webdataset ``.tar`` shard or brace pattern (``.txt`` / ``.json`` captions), or a token
+            folder written by ``semhitok tokenize`` (it has ``manifest.json``; its fingerprint must
+            be the tokenizer's). Images without a caption are not used. ``--data`` replaces the list.
+        text: text-only sources: JSON-lines files, one object per line with ``text`` (a document,
+            loss on every token) or ``prompt`` and ``response`` (loss on the response).
+        mix: the share of each sample kind (see :class:`MixConfig`).
+        questions: understanding prompts; each understanding sample asks one (chosen by seed and
+            sample index) and is trained to answer with the image's caption.
+        uncond_prob: probability that a generation sample's caption becomes ``<uncond>`` (paper: 0.1).
+        batch_size: samples per process per micro-batch; one optimizer step sees
+            ``batch_size x world size x optim.grad_accum`` samples.
+        num_workers: DataLoader processes that read and decode the samples.
+        max_bad_fraction, min_seen: the bad-data policy (``semhitok.data.BadDataTracker``).
+    """
+
+    images: tuple[str, ...] = ()
+    text: tuple[str, ...] = ()
+    mix: MixConfig = field(default_factory=MixConfig)
+    questions: tuple[str, ...] = DEFAULT_QUESTIONS
+    uncond_prob: float = 0.1
+    batch_size: int = 8
+    num_workers: int = 0
+    max_bad_fraction: float = 0.01
+    min_seen: int = 100
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, 1, ("batch_size", "min_seen"))
+        check_at_least(self, 0, ("num_workers",))
+        for name in ("images", "text"):
+            if any(not p for p in getattr(self, name)):
+                raise ConfigError(name, "holds an empty path")
+        if not self.questions or any(not q.strip() for q in self.questions):
+            raise ConfigError("questions", "must hold at least one non-empty question")
+        for name in ("uncond_prob", "max_bad_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(name, f"must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class MLLMOptimConfig:
+    """AdamW with linear warm-up and cosine decay to ``min_lr`` (``schedule.warmup_cosine``)."""
+
+    lr: float = 2e-4
+    min_lr: float = 0.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0
+    grad_accum: int = 1
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if self.lr <= 0:
+            raise ConfigError("lr", f"must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError("min_lr", f"must be in [0, lr = {self.lr}], got {self.min_lr}")
+        check_at_least(self, 0, ("weight_decay", "warmup_steps"))
+        check_at_least(self, 1, ("grad_accum",))
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError("betas", f"must be two values in [0, 1), got {list(self.betas)}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError("grad_clip", f"must be > 0 or null, got {self.grad_clip}")
+
+
+@dataclass
+class MLLMRunConfig:
+    """Length, precision, parallelism, logging and checkpointing.
+
+    Attributes:
+        precision: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the device has it natively).
+        gradient_checkpointing: recompute the LLM's decoder layers in backward (less memory).
+        parallel: under torchrun, ``ddp`` (every rank holds the whole model) or ``fsdp`` (FSDP2,
+            ``fully_shard``: every decoder layer and the image head are their own units).
+    """
+
+    max_steps: int = 1000
+    seed: int = 0
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
+    gradient_checkpointing: bool = False
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    log_every: int = 10
+    checkpoint_every: int = 500
+    keep_last: int = 3
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, 1, ("max_steps", "log_every", "checkpoint_every", "keep_last"))
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", f"must be in [0, 2**63), got {self.seed}")
+
+
+@dataclass
+class MLLMTrainConfig:
+    """One ``stage: mllm`` run.
+
+    Attributes:
+        llm: the causal LM: ``smollm2-135m`` or a local Hugging Face folder.
+        tokenizer: the SemHiTok: a folder or a shipped name (``mini-semhitok``).
+        mllm: how the MLLM is built and what trains (:class:`semhitok.mllm.MLLMConfig`).
+    """
+
+    stage: str = "mllm"
+    llm: str = "smollm2-135m"
+    tokenizer: str = "mini-semhitok"
+    mllm: MLLMConfig = field(default_factory=MLLMConfig)
+    data: MLLMDataConfig = field(default_factory=MLLMDataConfig)
+    optim: MLLMOptimConfig = field(default_factory=MLLMOptimConfig)
+    run: MLLMRunConfig = field(default_factory=MLLMRunConfig)
+
+    def __post_init__(self) -> None:
+        if self.stage != "mllm":
+            raise ConfigError("stage", f"an MLLM config has stage: mllm, got {describe(self.stage)}")
+        check_fields(self)
+        for name in ("llm", "tokenizer"):
+            if not getattr(self, name).strip():
+                raise ConfigError(name, "is empty; give a name or a folder")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML-safe values (tuples as lists) that :meth:`from_dict` reads back."""
+        return _plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, raw: Any, overrides: list[str] | None = None) -> MLLMTrainConfig:
+        """Build from a mapping (a parsed YAML file), after ``key=value`` overrides."""
+        if not isinstance(raw, Mapping):
+            raise ConfigError("", f"a training config must be a mapping at the top level, got {describe(raw)}")
+        raw = apply_overrides(dict(raw), overrides or [])
+        check_known_keys("", raw, cls)
+        return cls(**raw)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> MLLMTrainConfig:
+        """Read a YAML file, apply overrides, validate; errors are one line starting with the file."""
+        try:
+            raw = load_yaml(path)
+        except OSError as exc:
+            raise ValueError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
+        try:
+            return cls.from_dict({} if raw is None else raw, overrides)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
