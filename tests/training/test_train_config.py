@@ -12,10 +12,12 @@ from semhitok.yaml_io import load_yaml
 
 ROOT_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # `stage: teacher` / `stage: judge` files configure the mini-world's auxiliary models (other config
-# types, tested in test_train_mini_world.py and below).
-CONFIGS = sorted(p for p in ROOT_CONFIGS.rglob("*.yaml") if load_yaml(p).get("stage") not in ("teacher", "judge"))
+# types, tested in test_train_mini_world.py and below); `stage: mllm` files the unified MLLM
+# (MLLMTrainConfig, tested in test_mllm_train.py).
+CONFIGS = sorted(p for p in ROOT_CONFIGS.rglob("*.yaml") if load_yaml(p).get("stage") not in ("teacher", "judge", "mllm"))
 PAPER = ROOT_CONFIGS / "paper"
-PAPER_PIXEL = sorted(p for p in PAPER.glob("*.yaml") if "stage1" not in p.name)
+PAPER_TOKENIZER = [p for p in CONFIGS if p.parent == PAPER]
+PAPER_PIXEL = sorted(p for p in PAPER_TOKENIZER if "stage1" not in p.name)
 # The paper's pixel stages need the real VGG16 file; any path passes the config check.
 VGG = "loss.vgg_weights=/path/to/vgg16.pth"
 
@@ -59,14 +61,14 @@ def test_paper_pixel_configs_need_real_vgg_weights(path):
 
 
 def test_paper_recipe_matches_table_3():
-    lrs = {p.name: TrainConfig.from_yaml(p, _overrides(p)).optim.lr for p in PAPER.glob("*.yaml")}
+    lrs = {p.name: TrainConfig.from_yaml(p, _overrides(p)).optim.lr for p in PAPER_TOKENIZER}
     assert lrs == {"stage1_semantic.yaml": 1e-4, "stage2_pixel_imagenet.yaml": 1e-4, "stage2_pixel_finetune.yaml": 4e-5, "stage3_decoder.yaml": 2e-5}
     stage3 = TrainConfig.from_yaml(PAPER / "stage3_decoder.yaml", [VGG])
     model = stage3.model_config(SemHiTokConfig.from_preset("paper-256"))
     assert (model.pixel_decoder.width, model.pixel_decoder.depth) == (1024, 24)  # ViT-L enhance decoder
     assert model.pixel_encoder.width == 768  # everything else from the stage-2 model
     # Global batch 256 = 32 per rank x 8 GPUs x grad_accum 1.
-    for path in PAPER.glob("*.yaml"):
+    for path in PAPER_TOKENIZER:
         cfg = TrainConfig.from_yaml(path, _overrides(path))
         assert cfg.data.batch_size * 8 * cfg.optim.grad_accum == 256, path.name
 
