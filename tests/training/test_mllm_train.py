@@ -128,6 +128,13 @@ def test_token_shards_give_the_same_run_as_images(parts, tmp_path, capsys):
     assert not (tmp_path / "c").exists()  # nothing written
 
 
+def test_dataloader_workers_give_the_same_run(parts, tmp_path):
+    """Workers load micro-batches round-robin; the stream (and so the run) is the same as without."""
+    plain = train_mllm(_config(parts, "run.max_steps=3"), tmp_path / "a", quiet=True)
+    workers = train_mllm(_config(parts, "run.max_steps=3", "data.num_workers=2"), tmp_path / "b", quiet=True)
+    assert [m["loss"] for m in _metrics(plain.run_dir)] == [m["loss"] for m in _metrics(workers.run_dir)]
+
+
 def test_webdataset_shards_are_read(parts, tmp_path):
     import tarfile
 
@@ -284,11 +291,13 @@ def _same_run(a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_match_one(parts, tmp_path, parallel):
+@pytest.mark.parametrize("parallel, checkpointing", [("ddp", False), ("fsdp", False), ("fsdp", True)])
+def test_two_processes_match_one(parts, tmp_path, parallel, checkpointing):
     """torchrun, 2 CPU processes (gloo), 2 samples each == 1 process with 4 (the same global batch,
-    the same samples, the loss a mean over the global batch's labelled tokens); grad_accum 2."""
-    _torchrun(parts, tmp_path / "two", 2, 2, f"run.parallel={parallel}", "optim.grad_accum=2", "data.uncond_prob=0.5")
-    _torchrun(parts, tmp_path / "one", 1, 4, f"run.parallel={parallel}", "optim.grad_accum=2", "data.uncond_prob=0.5")
+    the same samples, the loss a mean over the global batch's labelled tokens); grad_accum 2;
+    FSDP2 also with the decoder layers' activation checkpointing (the 1-process run without)."""
+    options = (f"run.parallel={parallel}", "optim.grad_accum=2", "data.uncond_prob=0.5")
+    _torchrun(parts, tmp_path / "two", 2, 2, *options, f"run.gradient_checkpointing={str(checkpointing).lower()}")
+    _torchrun(parts, tmp_path / "one", 1, 4, *options)
     _same_run(tmp_path / "two", tmp_path / "one")
     SemHiTokMLLM.from_pretrained(tmp_path / "two" / "model")  # the export of the sharded run loads
