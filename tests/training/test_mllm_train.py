@@ -20,6 +20,7 @@ from PIL import Image
 
 from semhitok import SemHiTok, SemHiTokConfig
 from semhitok.cli.main import main as cli_main
+from semhitok.data import BadDataError
 from semhitok.mllm import SemHiTokMLLM
 from semhitok.training import TrainingInterrupted, list_checkpoints
 from semhitok.training.checkpoint import read_checkpoint_state, read_checkpoint_weights
@@ -157,7 +158,7 @@ def test_bad_images_are_skipped_and_counted(parts, tmp_path):
     train_mllm(_config(parts, "run.max_steps=3", "data.max_bad_fraction=0.5", "data.min_seen=1"), tmp_path / "run", data_paths=[str(images)], quiet=True)
     log = (tmp_path / "run.bad_files.log").read_text()
     assert "broken.png" in log
-    with pytest.raises(Exception, match="could not be decoded"):
+    with pytest.raises(BadDataError, match="could not be decoded"):
         train_mllm(_config(parts, "run.max_steps=3", "data.max_bad_fraction=0.0", "data.min_seen=1"), tmp_path / "strict", data_paths=[str(images)], quiet=True)
 
 

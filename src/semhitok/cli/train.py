@@ -24,9 +24,11 @@ examples:
   semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1 --resume
   semhitok train configs/tiny/stage1_semantic.yaml --data assets/photos --out runs/s1 --resume --allow-config-change optim.lr=3e-4
   torchrun --nproc_per_node 8 -m semhitok train configs/paper/stage1_semantic.yaml --out runs/s1
+  semhitok train configs/mini/mllm.yaml --data DATA/images/train --out runs/mllm   (stage: mllm, docs/mllm.md)
 
 The run folder gets config.yaml, run.jsonl (git revision, versions, config changes), metrics.jsonl,
-tensorboard/, checkpoints/ and, at the end, model/ (a SemHiTok folder for --init of the next stage).
+tensorboard/, checkpoints/ and, at the end, model/ (a SemHiTok folder for --init of the next stage;
+for stage: mllm, the MLLM folder).
 One train at a time per run folder (a lock). Ctrl-C or SIGTERM: the step finishes, a checkpoint is
 saved, exit 130 / 143; a second Ctrl-C stops at once. Under torchrun, SEMHITOK_DIST_TIMEOUT
 (seconds, default 600) bounds how long ranks wait for each other."""
@@ -36,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(NAME, help=HELP, description=DESCRIPTION, epilog=EXAMPLE, formatter_class=common.HelpFormatter)
     p.add_argument("config", metavar="CONFIG.yaml", help="training config (see configs/)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. optim.lr=3e-4 run.max_steps=100")
-    p.add_argument("--data", metavar="PATH", help="image folder, Fashion-MNIST folder or .tar shards (overrides data.path)")
+    p.add_argument("--data", metavar="PATH", help="image folder, Fashion-MNIST folder or .tar shards (overrides data.path); stage: mllm: an image folder, .tar shards or a token folder (replaces data.images)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: runs/<config name>)")
     p.add_argument("--init", metavar="MODEL_DIR", help="start from this SemHiTok folder (the previous stage's model/); for stage: teacher, an earlier teacher run or folder")
     p.add_argument("--max-steps", type=common.positive_int, metavar="N", help="stop after N optimizer steps (overrides run.max_steps)")

@@ -258,6 +258,7 @@ def open_text_pool(paths: Sequence[str], tracker: BadDataTracker) -> TextPool:
     """Read JSON-lines text files; lines that are not such objects are counted as bad data."""
     items: list[tuple[str, str | None]] = []
     for path in paths:
+        before = len(items)
         with open(path, encoding="utf-8", errors="replace") as f:
             for number, line in enumerate(f, start=1):
                 if not line.strip():
@@ -268,7 +269,7 @@ def open_text_pool(paths: Sequence[str], tracker: BadDataTracker) -> TextPool:
                     continue
                 tracker.record_good()
                 items.append(item)
-        if not items:
+        if len(items) == before:
             raise ValueError(f"{path}: no text sample (JSON lines with 'text', or 'prompt' and 'response')")
     return TextPool(items)
 

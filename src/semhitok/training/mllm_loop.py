@@ -41,7 +41,7 @@ from .loop import bad_files_log
 from .mllm_config import MLLMTrainConfig
 from .mllm_data import MixPlan, MixPosition, RawSample, mixed_batches, open_image_pool, open_text_pool
 from .run_folder import config_changes, record_run_start, trim_metrics
-from .run_parts import RunLogger, agreed_stop, check_run_folder, ddp, gather_rng, last_good, lock_run_folder, run_info
+from .run_parts import RunLogger, agreed_stop, all_ranks_ok, check_run_folder, ddp, gather_rng, last_good, lock_run_folder, run_info
 from .schedule import warmup_cosine
 
 __all__ = ["MLLMTrainResult", "build_mllm", "train_mllm"]
@@ -331,8 +331,9 @@ def _optimizer_step(
         with _gradient_sync(parts, last):
             with autocast:
                 out = parts.module(**batch.to(ctx.device).model_inputs())
-            if not bool(torch.isfinite(out.nll_sum)):
-                raise TrainingError(f"non-finite loss at step {step} (nll_sum={float(out.nll_sum.detach()):.4g}); stopped, {last_good(run_dir)}")
+            # Agreed by all ranks: one rank stopping alone would leave the others waiting in a collective.
+            if not all_ranks_ok(bool(torch.isfinite(out.nll_sum)), ctx):
+                raise TrainingError(f"non-finite loss at step {step} (this rank's nll_sum={float(out.nll_sum.detach()):.4g}); stopped, {last_good(run_dir)}")
             (out.nll_sum * scale).backward()
         for key, value in (("nll", out.nll_sum.detach()), ("labels", out.num_labels), ("text_nll", out.text_nll), ("text", out.num_text),
                            ("image_nll", out.image_nll), ("image", out.num_image), ("tokens", batch.attention_mask.sum()), ("samples", len(batch.kinds))):
