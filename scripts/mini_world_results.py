@@ -174,8 +174,8 @@ def measure(run: Run, model_dir: Path, data: Path, eval_images: int, probe_image
         used_parents = torch.unique(sem_ids)
         judge = Judge.from_pretrained(pretrained_path("mini-judge"))
         result.update({
-            "psnr_db": float(psnr(recon, originals).mean()),
-            "ssim": float(ssim(recon, originals).mean()),
+            "psnr_db": float(torch.cat([psnr(recon[i : i + 256], originals[i : i + 256]) for i in range(0, len(recon), 256)]).mean()),
+            "ssim": float(torch.cat([ssim(recon[i : i + 256], originals[i : i + 256]) for i in range(0, len(recon), 256)]).mean()),
             "fd_teacher": float(frechet_distance(*feature_statistics(real_f), *feature_statistics(fake_f))),
             "semantic_codes_used": int(used_parents.numel()),
             "subcode_usage": torch.unique(pairs).numel() / (used_parents.numel() * model.subcodebook_size),

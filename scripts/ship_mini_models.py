@@ -109,7 +109,7 @@ its pooled feature space).
     return result
 
 
-def ship_tokenizer(runs: list[Path], data: Path) -> dict:
+def ship_tokenizer(runs: list[Path], data: Path, note: str | None = None) -> dict:
     from semhitok import SemHiTok
     from semhitok.evaluation.judge import Judge
     from semhitok.data.colour_fashion import load_split
@@ -124,14 +124,19 @@ def ship_tokenizer(runs: list[Path], data: Path) -> dict:
     test = load_split(data, "test")
     judge = Judge.from_pretrained(DEST / "mini-judge")
     metrics = showcase(model, test, Path("/tmp/ship_showcase"), judge=judge)
-    stages = []
+    stages, total_minutes = [], 0.0
     for run in runs:
         lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
         cfg = (run / "config.yaml").read_text()
         stage = next(line.split(":", 1)[1].strip() for line in cfg.splitlines() if line.startswith("stage:"))
         last_line = lines[-1]
-        stages.append(f"| {stage} | {last_line['step']} | {last_line.get('images_per_second', float('nan')):.0f} | {last_line['loss']:.4f} |")
+        wall = run / "wall_seconds.txt"  # written by scripts/mini_world_results.py, one line per call
+        wall_minutes = sum(float(x) for x in wall.read_text().split()) / 60 if wall.is_file() else None
+        total_minutes += wall_minutes or 0.0
+        minutes = f"{wall_minutes:.0f}" if wall_minutes is not None else "not recorded"
+        stages.append(f"| {stage} | {last_line['step']} | {last_line.get('images_per_second', float('nan')):.0f} | {minutes} | {last_line['loss']:.4f} |")
     jo, jr = metrics["judge_originals"], metrics["judge_reconstructions"]
+    note = f"\n{note}\n" if note else ""
     (dest / "README.md").write_text(f"""# mini-semhitok: a pretrained SemHiTok for the mini-world
 
 `SemHiTok.from_pretrained(semhitok.pretrained.pretrained_path("mini-semhitok"))`, or `--model mini-semhitok`
@@ -139,11 +144,12 @@ on the command line. 64 px images -> 8x8 tokens; K={model.codebook_size} semanti
 pixel sub-codes = {model.vocab_size} ids; fingerprint `{model.fingerprint()}`. The teacher is the shipped
 `mini-teacher` (its weights are inside this folder).
 
-Trained here on the `train` split of colour Fashion-MNIST (55,000 images, seed 0) on 2 cores of an {_cpu()}:
+Trained here on the `train` split of colour Fashion-MNIST (55,000 images, seed 0): {total_minutes:.0f} min on 2 cores of an {_cpu()} in all:
 
-| stage | steps | images/s | last loss |
-|---|---|---|---|
+| stage | steps | images/s | wall minutes | last loss |
+|---|---|---|---|---|
 {chr(10).join(stages)}
+{note}
 
 Commands: `configs/mini/stage1_semantic.yaml`, `stage2_pixel.yaml`{', `stage3_decoder.yaml`' if len(runs) > 2 else ''} (see docs/results.md).
 Perceptual loss: none (no VGG16/LPIPS weights exist offline, and LPIPS on a random network measures nothing).
@@ -166,6 +172,7 @@ def main() -> int:
     ap.add_argument("--judge", type=Path)
     ap.add_argument("--tokenizer", type=Path, nargs="+", help="the stage run folders, in order (the last one's model/ ships)")
     ap.add_argument("--data", type=Path, help="the colour Fashion-MNIST build (its test split is measured)")
+    ap.add_argument("--tokenizer-note", help="a sentence for the card about how the runs went (e.g. shared cores)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.teacher:
@@ -175,7 +182,7 @@ def main() -> int:
     if args.tokenizer:
         if args.data is None:
             ap.error("--tokenizer needs --data")
-        print(json.dumps(ship_tokenizer(args.tokenizer, args.data)))
+        print(json.dumps(ship_tokenizer(args.tokenizer, args.data, args.tokenizer_note)))
     return 0
 
 
