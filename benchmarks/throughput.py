@@ -18,7 +18,7 @@ loading hidden behind the encoder).
 Models have random weights (speed does not depend on the values); ``mini`` is the shipped
 mini-semhitok when present. Usage::
 
-    python benchmarks/throughput.py --json results.json          # ~15 min on 2 CPU cores
+    python benchmarks/throughput.py --json results.json          # ~6 min on 2 CPU cores
     python benchmarks/throughput.py --presets tiny mini --repeats 3
     python benchmarks/throughput.py --device cuda --batch-sizes 64 --presets paper-256
     SEMHITOK_BENCH_TOY=1 python benchmarks/throughput.py         # seconds: a smoke test
@@ -249,7 +249,7 @@ def markdown(res: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--presets", nargs="+", default=["tiny", "mini", "paper-256"], help="presets to measure (default tiny mini paper-256)")
+    ap.add_argument("--presets", nargs="*", default=["tiny", "mini", "paper-256"], help="presets to measure (default tiny mini paper-256)")
     ap.add_argument("--batch-sizes", nargs="+", type=int, help="batch sizes for every preset (default: per preset, see DEFAULT_BATCHES)")
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"], help="default: both")
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (default 3)")
@@ -257,8 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--compile", action="store_true", help="torch.compile the encoder and decoder first")
     ap.add_argument("--pipeline-presets", nargs="*", default=["tiny", "mini", "paper-256"], help="presets for the tokenize-vs-encode comparison")
-    ap.add_argument("--pipeline-images", type=int, default=512, help="JPEGs for the tokenize comparison (paper presets: 1/16 of it)")
-    ap.add_argument("--pipeline-workers", nargs="+", type=int, default=[1, 2], help="DataLoader workers to try (default 1 2)")
+    ap.add_argument("--pipeline-images", type=int, default=4096, help="JPEGs for the tokenize comparison (paper presets: 1/128 of it); enough that worker start-up does not count")
+    ap.add_argument("--pipeline-workers", nargs="+", type=int, default=[0, 1, 2], help="DataLoader workers to try (default 0 1 2)")
     ap.add_argument("--json", type=Path, help="write every measurement here")
     ap.add_argument("--markdown", type=Path, help="write the tables here")
     args = ap.parse_args(argv)
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
             res["presets"][preset] = {"weights": weights, "rows": bench_model(model, batches, args.precisions, res["matmul_peak_flops"], device, args, log)}
         if preset in args.pipeline_presets:
             paper = preset.startswith("paper")
-            n = max(8, args.pipeline_images // 16) if paper else args.pipeline_images
+            n = max(8, args.pipeline_images // 128) if paper else args.pipeline_images
             batch = 8 if paper else 64
             log(f"{preset}: tokenize pipeline on {n} JPEGs, batch {batch}")
             res["pipeline"][preset] = bench_pipeline(model, n, min(batch, n), args.pipeline_workers, "fp32", device, log)
