@@ -88,7 +88,7 @@ def test_writes_pngs_contact_sheet_and_record(cli, mllm_dir, image_size, tmp_pat
     record = json.loads((out / "generate.json").read_text())
     assert record["prompts"] == ["a red boot", "a white sneaker"]
     assert record["seed"] == 7 and record["seed_given"] is True
-    assert record["settings"] == {"n": 3, "cfg_scale": 2.5, "cfg_schedule": "linear", "temperature": 0.8, "top_k": 50, "top_p": 0.9}
+    assert record["settings"] == {"n": 3, "cfg_scale": 2.5, "cfg_schedule": "linear", "temperature": 0.8, "top_k": 50, "top_p": 0.9, "precision": "fp32"}
     assert record["model"] == str(mllm_dir) and record["image_size"] == image_size
     assert {(f["file"], f["prompt"]) for f in record["files"]} == {(f"p{i:02d}_s{s}.png", p) for i, p in enumerate(["a red boot", "a white sneaker"]) for s in range(3)}
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary left
@@ -207,3 +207,15 @@ def test_output_that_is_a_file_and_unavailable_cuda_are_one_line(cli, error_line
         assert code == 2
         error_line(err, "--device cuda")
         assert not (tmp_path / "out").exists()
+
+
+def test_precision_bf16_runs_and_is_recorded(cli, mllm_dir, tmp_path, monkeypatch):
+    """--precision bf16 draws under bf16 autocast (native bf16 assumed: no slow-CPU warning line)."""
+    from semhitok import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    out = tmp_path / "bf16"
+    code, _, err = cli("generate", "a red boot", "--model", mllm_dir, "-o", out, "--n", 2, "--seed", 1, "--precision", "bf16")
+    assert code == 0, err
+    assert json.loads((out / "generate.json").read_text())["settings"]["precision"] == "bf16"
+    assert len(_pngs(out)) == 2

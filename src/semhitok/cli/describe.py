@@ -92,8 +92,10 @@ def _answers(args: argparse.Namespace) -> list[str]:
             kwargs.update(do_sample=True, temperature=temperature, top_p=args.top_p, seed=args.seed)
     answers: list[str] = []
     size = mm.tokenizer.image_size
+    precision = mllm_options.model_precision(args, mm)
     for _, batch in common.image_batches(args.images, size, args.resize, args.batch_size, desc="describe"):
-        answers += mm.describe(batch.to(device), args.question, **kwargs)
+        with precision.autocast(device):
+            answers += mm.describe(batch.to(device), args.question, **kwargs)
     return answers
 
 

@@ -64,16 +64,18 @@ def run(args: argparse.Namespace) -> int:
     with OutputDir(args.output) as out:
         loaded = mllm_options.load_mllm(args)
         mm = loaded.model
+        precision = mllm_options.model_precision(args, mm)
         names = file_names(len(prompts), args.n)
         # 8-bit images, not float tensors, kept for the contact sheet: a quarter of the memory.
         rows: list[list[Image.Image]] = []
         files: list[dict] = []
         with common.progress(len(prompts), "generate") as bar:
             for i, prompt in enumerate(prompts):
-                images = mm.generate_images(
-                    [prompt] * args.n, cfg_scale=args.cfg, seed=seed, temperature=args.temperature,
-                    top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule,
-                )
+                with precision.autocast(mm.image_head.weight.device):  # guidance and draws stay fp32
+                    images = mm.generate_images(
+                        [prompt] * args.n, cfg_scale=args.cfg, seed=seed, temperature=args.temperature,
+                        top_k=args.top_k, top_p=args.top_p, cfg_schedule=args.cfg_schedule,
+                    )
                 rows.append([tensor_to_pil(image) for image in images])
                 for s, image in enumerate(rows[-1]):
                     with out.writing(names[i][s]) as path:
@@ -82,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.update(1)
         with out.writing(CONTACT_SHEET) as path:
             contact_sheet(rows, prompts).save(path)
-        out.write_text(RECORD, json.dumps(_record(args, loaded.folder, prompts, seed, mm.tokenizer.image_size, files), indent=2) + "\n")
+        out.write_text(RECORD, json.dumps(_record(args, loaded.folder, prompts, seed, mm.tokenizer.image_size, files, precision.name), indent=2) + "\n")
         out.commit()
     size = mm.tokenizer.image_size
     total = len(prompts) * args.n
@@ -104,7 +106,7 @@ def file_names(num_prompts: int, n: int) -> list[list[str]]:
     return [[f"p{i:0{pw}d}_s{s:0{sw}d}.png" for s in range(n)] for i in range(num_prompts)]
 
 
-def _record(args: argparse.Namespace, folder: Path, prompts: list[str], seed: int, size: int, files: list[dict]) -> dict:
+def _record(args: argparse.Namespace, folder: Path, prompts: list[str], seed: int, size: int, files: list[dict], precision: str) -> dict:
     return {
         "model": str(folder),
         "tokenizer": args.tokenizer,
@@ -116,6 +118,7 @@ def _record(args: argparse.Namespace, folder: Path, prompts: list[str], seed: in
             "temperature": args.temperature,
             "top_k": args.top_k,
             "top_p": args.top_p,
+            "precision": precision,
         },
         "seed": seed,
         "seed_given": args.seed is not None,

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING
 from .errors import CLIError, one_line
 from .images import short
 from .model_loading import resolve_device
+from .options import add_precision_option
 
 if TYPE_CHECKING:
     from ..mllm import SemHiTokMLLM
+    from ..precision import ResolvedPrecision
 
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 64-bit seeds; one sign bit kept for JSON readers
 
@@ -31,7 +33,7 @@ class LoadedMLLM:
 
 
 def add_mllm_options(parser: argparse.ArgumentParser) -> None:
-    """``--model MLLM_DIR`` (required), ``--tokenizer DIR`` and ``--device``."""
+    """``--model MLLM_DIR`` (required), ``--tokenizer DIR``, ``--device`` and ``--precision``."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", required=True, metavar="MLLM_DIR", help="a SemHiTok MLLM folder (mllm_config.json, mllm.safetensors, tokenizer/, ...: written by SemHiTokMLLM.save_pretrained)")
     group.add_argument(
@@ -39,6 +41,14 @@ def add_mllm_options(parser: argparse.ArgumentParser) -> None:
         help="a SemHiTok folder to use instead of the MLLM's own copy (e.g. one with an enhanced decoder); it must have the same codebooks",
     )
     group.add_argument("--device", choices=("cpu", "cuda"), default=None, help="where the model runs (default: cuda when available, else cpu)")
+    add_precision_option(parser)
+
+
+def model_precision(args: argparse.Namespace, model: SemHiTokMLLM) -> ResolvedPrecision:
+    """``--precision`` on the model's device (a slow choice warns once)."""
+    from ..precision import resolve_and_warn
+
+    return resolve_and_warn(args.precision, model.image_head.weight.device, "--precision")
 
 
 def load_mllm(args: argparse.Namespace) -> LoadedMLLM:
