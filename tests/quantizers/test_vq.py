@@ -69,3 +69,22 @@ def test_kmeans_init_and_dead_code_restart():
     before = q2.usage.clone()
     q2(z)
     assert torch.equal(q2.usage, before)  # eval never changes the statistics
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_training_steps_with_restarts_backpropagate(normalize):
+    """Forward, backward and an optimizer step, with dead codes restarted along the way: a restart
+    must never rewrite the codebook while a step's graph still needs it (Norm VQ saves the
+    codebook for F.normalize's backward)."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(16, 4, normalize=normalize, dead_code_threshold=0.9, usage_decay=0.5).train()
+    opt = torch.optim.SGD(q.parameters(), lr=0.1)
+    z = torch.randn(64, 4) * 0.1 + torch.tensor([5.0, 0.0, 0.0, 0.0])  # one cluster: most codes die
+    start = q.weight.detach().clone()
+    for _ in range(4):
+        out = q(z.clone().requires_grad_(True))
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad()
+    moved = (q.weight.detach() - start).norm(dim=1) > 1.0
+    assert int(moved.sum()) >= 2  # dead codes were restarted onto the data

@@ -96,6 +96,10 @@ class VectorQuantizer(nn.Module):
         with torch.no_grad(), torch.autocast(flat.device.type, enabled=False):  # search in fp32
             if self.training and not bool(self.initialized):
                 self._init_by_kmeans(flat.detach())
+            elif self.training and self.dead_code_threshold > 0:
+                # Here, before this step's graph uses the codebook: rewriting rows in place after
+                # F.normalize(weight) had saved it for backward (Norm VQ) broke autograd.
+                self._restart_dead_codes(flat.detach())
             ids = nearest_code(flat.detach(), self._prepare(self.weight.detach().float()))
         codes = F.embedding(ids, self._prepare(self.weight.float()))
         codebook_loss = F.mse_loss(codes, flat.detach())
@@ -106,8 +110,6 @@ class VectorQuantizer(nn.Module):
         if self.training:
             with torch.no_grad():
                 self.usage.mul_(self.usage_decay).add_(D.all_reduce_sum_(counts.float()), alpha=1 - self.usage_decay)
-                if self.dead_code_threshold > 0:
-                    self._restart_dead_codes(flat.detach())
         return QuantizerOutput(
             quantized=quantized.view(*lead, self.dim).to(z.dtype),
             ids=ids.view(lead),
