@@ -226,11 +226,18 @@ def main() -> int:
     chosen = [by_name[n] for n in args.only] if args.only else all_runs
     store = (args.out / "measured") if args.quick else (RESULTS / "runs")
     store.mkdir(parents=True, exist_ok=True)
+    failed = []
     for run in chosen:
         target = store / f"{run.name}.json"
         if target.is_file() and not ({"all", run.name} & set(args.rerun)):
             continue
-        model_dir = train(run, args.out, args.data, teacher, by_name, args.quick)
+        try:
+            model_dir = train(run, args.out, args.data, teacher, by_name, args.quick)
+        except subprocess.CalledProcessError as exc:
+            # One failed run (its error line is above) must not cost the runs after it hours later.
+            print(f"{run.name}: training failed (exit {exc.returncode}); going on with the other runs", flush=True)
+            failed.append(run.name)
+            continue
         metrics = measure(run, model_dir, args.data, 64 if args.quick else args.eval_images, 64 if args.quick else args.probe_images, seed=0)
         record = {"run": run.name, "config": f"configs/mini/{run.config}", "parent": run.parent, "overrides": run.overrides,
                   "train": train_info(model_dir.parent), "metrics": metrics, "cpu": _cpu()}
@@ -239,7 +246,9 @@ def main() -> int:
     from mini_world_report import write_report  # beside this script
 
     write_report(store, (args.out / "results.md") if args.quick else (DOCS / "results.md"), by_name, args.data, args.out)
-    return 0
+    if failed:
+        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _cpu() -> str:
