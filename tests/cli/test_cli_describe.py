@@ -12,44 +12,17 @@ from PIL import Image
 
 from semhitok import SemHiTok, SemHiTokConfig
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def _text_tokenizer():
-    """Byte-level BPE without merges (every byte one token, 260 ids) with a chat template."""
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(ByteLevel.alphabet())
-    tk = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tk.pre_tokenizer = ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|im_end|>", pad_token="<|pad|>", extra_special_tokens=["<|im_start|>"]
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
 @pytest.fixture(scope="module")
-def mllm_dir(tmp_path_factory) -> Path:
+def mllm_dir(tmp_path_factory, llm_factory, text_tokenizer_factory) -> Path:
     """A tiny random Llama + the tiny SemHiTok (64 px, 4x4 tokens), saved as an MLLM folder."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from semhitok.mllm import SemHiTokMLLM
 
     folder = tmp_path_factory.mktemp("mllm") / "mllm"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         tokenizer = SemHiTok(SemHiTokConfig.from_preset("tiny")).eval()
-        llm = LlamaForCausalLM(LlamaConfig(
-            vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        )).eval()
-        SemHiTokMLLM.from_llm(llm, tokenizer, _text_tokenizer()).save_pretrained(folder)
+        llm = llm_factory("llama", tied=False)
+        SemHiTokMLLM.from_llm(llm, tokenizer, text_tokenizer_factory()).save_pretrained(folder)
     return folder
 
 

@@ -13,43 +13,15 @@ from PIL import Image
 
 from semhitok import SemHiTok, SemHiTokConfig
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def _text_tokenizer():
-    """Byte-level BPE without merges (every byte one token, 260 ids) with a chat template."""
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = sorted(ByteLevel.alphabet())
-    tk = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-    tk.pre_tokenizer = ByteLevel(add_prefix_space=False)
-    tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|im_end|>", pad_token="<|pad|>", extra_special_tokens=["<|im_start|>"]
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def save_tiny_mllm(folder: Path, seed: int = 0) -> SemHiTok:
+def save_tiny_mllm(folder: Path, llm_factory, text_tokenizer_factory, seed: int = 0) -> SemHiTok:
     """A tiny random Llama + the tiny SemHiTok (64 px, 4x4 tokens), saved as an MLLM folder; the
     image head gets random weights (at its zero init every image id would be equally likely)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from semhitok.mllm import SemHiTokMLLM
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         tokenizer = SemHiTok(SemHiTokConfig.from_preset("tiny")).eval()
-        llm = LlamaForCausalLM(LlamaConfig(
-            vocab_size=260, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        )).eval()
-        mm = SemHiTokMLLM.from_llm(llm, tokenizer, _text_tokenizer())
+        mm = SemHiTokMLLM.from_llm(llm_factory("llama", tied=False, seed=seed), tokenizer, text_tokenizer_factory())
         with torch.no_grad():
             mm.image_head.weight.normal_(std=0.5)
         mm.save_pretrained(folder)
@@ -57,9 +29,9 @@ def save_tiny_mllm(folder: Path, seed: int = 0) -> SemHiTok:
 
 
 @pytest.fixture(scope="module")
-def mllm_dir(tmp_path_factory) -> Path:
+def mllm_dir(tmp_path_factory, llm_factory, text_tokenizer_factory) -> Path:
     folder = tmp_path_factory.mktemp("mllm") / "mllm"
-    save_tiny_mllm(folder)
+    save_tiny_mllm(folder, llm_factory, text_tokenizer_factory)
     return folder
 
 

@@ -67,7 +67,8 @@ def test_embed_routes_text_image_and_special_ids(mllm_factory):
     out = mm.embed(seq)
     table = mm.llm.get_input_embeddings().weight
     assert torch.equal(out[0, 0], table[5]) and torch.equal(out[0, 1], table[259])
-    assert torch.equal(out[0, 2:4], mm.adapter.image_embeddings(torch.tensor([0, 1023])))
+    # the MLPs ran on 7 rows here and on 2 below: BLAS may sum in another order for another row count
+    torch.testing.assert_close(out[0, 2:4], mm.adapter.image_embeddings(torch.tensor([0, 1023])))
     assert torch.equal(out[0, 4:], mm.adapter.special)
     with pytest.raises(ValueError, match="input_ids must lie in"):
         mm.embed(torch.tensor([[ids.total]]))

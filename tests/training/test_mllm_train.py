@@ -29,32 +29,17 @@ from semhitok.training.mllm_data import MixPlan, MixPosition, kind_of
 from semhitok.training.mllm_loop import build_mllm, train_mllm
 
 ROOT = Path(__file__).resolve().parents[2]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
 # ---- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def parts(tmp_path_factory) -> dict[str, Path]:
+def parts(tmp_path_factory, llm_factory, text_tokenizer_factory) -> dict[str, Path]:
     """A tiny SemHiTok folder, a tiny Llama folder (byte-level tokenizer with a chat template), six
     captioned 64 px images (one more without a caption), and a JSON-lines text file."""
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
     root = tmp_path_factory.mktemp("mllm_train")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         SemHiTok(SemHiTokConfig.from_preset("tiny")).save_pretrained(root / "tokenizer")
-        alphabet = sorted(ByteLevel.alphabet())
-        tk = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
-        tk.pre_tokenizer = ByteLevel(add_prefix_space=False)
-        tk.decoder = decoders.ByteLevel()
-        text_tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<|bos|>", eos_token="<|im_end|>", pad_token="<|pad|>", extra_special_tokens=["<|im_start|>"])
-        text_tok.chat_template = CHAT_TEMPLATE
-        llm = LlamaForCausalLM(LlamaConfig(vocab_size=len(text_tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+        text_tok = text_tokenizer_factory()
+        llm = llm_factory("llama", tied=False)
         llm.save_pretrained(root / "llm")
         text_tok.save_pretrained(root / "llm")
     images = root / "images"
