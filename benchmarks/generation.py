@@ -56,11 +56,9 @@ import gc
 import json
 import math
 import os
-import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,6 +66,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+import measure
+from measure import PeakRSS
 
 TOY = os.environ.get("SEMHITOK_BENCH_TOY", "") not in ("", "0")
 MIB = 1024 * 1024
@@ -101,22 +102,9 @@ if TOY:  # seconds in all: the smoke test's sizes (the numbers then mean nothing
 
 # ---- machine --------------------------------------------------------------------------------
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import transformers
 
-    info = {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "python": platform.python_version(), "device": str(device)}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+    return measure.machine_info(device, transformers=transformers.__version__)
 
 
 def sync(device: torch.device) -> None:
@@ -359,50 +347,6 @@ def maybe_compile(mm) -> None:
 
 
 # ---- memory ---------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-class PeakRSS:
-    """Peak RSS increase over a block: VmHWM reset through /proc/self/clear_refs, and a 1 ms
-    sampler as a cross-check (as in benchmarks/quantizers.py)."""
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = _status_kib("VmRSS")
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.hwm_ok = True
-        except OSError:
-            self.hwm_ok = False
-        self._max = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, _status_kib("VmRSS"))
-            time.sleep(0.001)
-
-    def __exit__(self, *exc) -> None:
-        self._max = max(self._max, _status_kib("VmRSS"))
-        self._stop.set()
-        self._thread.join()
-        self.sampled = (self._max - self.base) * 1024
-        self.hwm = (_status_kib("VmHWM") - self.base) * 1024 if self.hwm_ok else None
-
-    @property
-    def peak(self) -> int:
-        return max(self.sampled, self.hwm or 0)
-
-
 def child_main(spec: dict) -> None:
     """One memory measurement in this fresh process: build, warm up on 2 tokens, measure 1 run."""
     if spec.get("threads"):

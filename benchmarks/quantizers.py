@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from importlib import metadata
 from pathlib import Path
@@ -43,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import measure
+from measure import PeakRSS
 from semhitok.quantizers import EMAVectorQuantizer, HierarchicalQuantizer, nearest_code
 
 # Part A / B / C sizes (the paper's defaults: K=16384, d_s=48, m=12; a 16x16 grid, batch 64).
@@ -62,62 +63,6 @@ MIB = 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
 # memory measurement
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_hwm() -> bool:
-    """Reset the kernel's peak-RSS counter (VmHWM) to the current RSS; False if not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-class PeakRSS:
-    """Peak RSS increase over a block, two ways.
-
-    ``hwm``: the kernel's own high-water mark VmHWM, reset on entry through /proc/self/clear_refs
-    (exact, nothing missed). ``sampled``: a background thread reading VmRSS every 1 ms (a fallback
-    and a cross-check; it can miss peaks shorter than a millisecond). Both in bytes, relative to
-    the RSS on entry.
-    """
-
-    def __enter__(self) -> PeakRSS:
-        gc.collect()
-        self.base = _status_kib("VmRSS")
-        self.hwm_ok = _reset_hwm()
-        self._max = self.base
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._max = max(self._max, _status_kib("VmRSS"))
-            time.sleep(0.001)
-
-    def __exit__(self, *exc) -> None:
-        self._max = max(self._max, _status_kib("VmRSS"))
-        self._stop.set()
-        self._thread.join()
-        self.sampled = (self._max - self.base) * 1024
-        self.hwm = (_status_kib("VmHWM") - self.base) * 1024 if self.hwm_ok else None
-
-    @property
-    def peak(self) -> int:
-        # Both are lower bounds of the true peak (the sampler can miss a short peak; RSS counters
-        # are updated lazily by the kernel); the larger one is reported.
-        return max(self.sampled, self.hwm if self.hwm is not None else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -468,21 +413,11 @@ def part_c(data, args, log) -> dict:
 
 
 def machine_info() -> dict:
-    model = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                model = line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     try:
         peer_version = metadata.version("vector-quantize-pytorch")
     except metadata.PackageNotFoundError:
         peer_version = None
-    return {"cpu_model": model, "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "vector_quantize_pytorch": peer_version,
-            "python": platform.python_version(), "platform": platform.platform()}
+    return measure.machine_info(vector_quantize_pytorch=peer_version, platform=platform.platform())
 
 
 def fmt_mib(b) -> str:
@@ -492,7 +427,7 @@ def fmt_mib(b) -> str:
 def print_report(res: dict) -> None:
     mi = res["machine"]
     print()
-    print(f"machine: {mi['cpu_model']}, {mi['cpus']} CPUs, torch {mi['torch']} ({mi['torch_threads']} threads), "
+    print(f"machine: {mi['cpu']}, {mi['cpu_count']} CPUs, torch {mi['torch']} ({mi['torch_threads']} threads), "
           f"vector-quantize-pytorch {mi['vector_quantize_pytorch']}")
     print(f"load average at start / end: {res['loadavg_start']} / {res['loadavg_end']}")
     hdr = f"{'':30s}{'median s':>10s}{'min s':>9s}{'peak MiB':>10s}"

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -44,6 +43,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import measure
 from semhitok import SemHiTok, SemHiTokConfig
 from semhitok.precision import native_bf16, resolve_precision
 
@@ -54,22 +54,7 @@ DEFAULT_BATCHES = {"tiny": [1, 16, 64], "mini": [1, 16, 64, 256], "paper-256": [
 
 # ---- machine --------------------------------------------------------------------------------------
 def machine_info(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(), "python": platform.python_version(),
-        "device": str(device), "native_bf16": native_bf16(device),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
+    return measure.machine_info(device, native_bf16=native_bf16(device))
 
 
 def sync(device: torch.device) -> None:
