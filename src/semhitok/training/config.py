@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 from ..config import SemHiTokConfig, merge_dicts
-from ..config_types import ConfigError, build_section, check_fields, check_known_keys, check_partial, describe
+from ..config_types import ConfigError, build_section, check_fields, check_partial, describe
 from ..losses.config import LossConfig, SemanticLossConfig
-from ..yaml_io import load_yaml
-from .overrides import apply_overrides
+from .config_file import ConfigFile
 from .stages import TRAINED_MODULES
 
 
@@ -105,7 +102,7 @@ StageName = Literal["semantic", "pixel", "decoder"]
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ConfigFile):
     """One training stage.
 
     Attributes:
@@ -170,41 +167,7 @@ class TrainConfig:
         except ConfigError as exc:
             raise exc.within("model") from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-safe values (tuples as lists) that :meth:`from_dict` reads back."""
-        return _plain(dataclasses.asdict(self))
-
     @classmethod
-    def from_dict(cls, raw: Any, overrides: list[str] | None = None) -> TrainConfig:
-        """Build from a mapping (a parsed YAML file), after ``key=value`` overrides."""
-        if not isinstance(raw, Mapping):
-            raise ConfigError("", f"a training config must be a mapping at the top level, got {describe(raw)}")
-        raw = apply_overrides(dict(raw), overrides or [])
-        check_known_keys("", raw, cls)
+    def check_top_level(cls, raw: dict[str, Any]) -> None:
         if "stage" not in raw:
             raise ConfigError("stage", f"missing: a training config needs 'stage' ({', '.join(TRAINED_MODULES)})")
-        return cls(**raw)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-        """Read a YAML file, apply ``key=value`` overrides, validate.
-
-        Raises:
-            ValueError: one line starting with the file's name (then the key, for a bad value).
-        """
-        try:
-            raw = load_yaml(path)  # YAML errors already name the file and the line
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
-        try:
-            return cls.from_dict({} if raw is None else raw, overrides)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -40,7 +40,7 @@ from .checkpoint import (
 from .config import TrainConfig
 from .errors import TrainingError, TrainingInterrupted
 from .interrupt import StopSignals
-from .run_folder import config_changes, record_run_start, trim_metrics
+from .run_folder import record_run_start, resume_config_changes, trim_metrics
 from .run_parts import RunLogger as _Logger
 from .run_parts import agreed_stop as _agreed_stop
 from .run_parts import check_run_folder as _check_run_folder
@@ -128,12 +128,7 @@ def train(
         raise TrainingError("no training data: give --data PATH or data.path in the config")
     resolved = _resolved_config(config, data_path)
     existing = _check_run_folder(run_dir, resume)
-    changes = config_changes(run_dir, resolved) if resume else {}
-    if changes and not allow_config_change:
-        raise TrainingError(
-            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changes)}; "
-            "pass --allow-config-change to continue with the new values (the change is recorded in run.jsonl)"
-        )
+    changes = resume_config_changes(run_dir, resolved, resume, allow_config_change)
 
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
     parts = _build_parts(config, stage, init or config.init, ctx)

@@ -7,16 +7,12 @@ See ``configs/mini/mllm.yaml`` and ``docs/mllm.md`` ("Training").
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys, describe
+from ..config_types import ConfigError, check_at_least, check_fields, describe
 from ..mllm.config import MLLMConfig
-from ..yaml_io import load_yaml
-from .overrides import apply_overrides
+from .config_file import ConfigFile
 
 __all__ = ["MLLMDataConfig", "MLLMOptimConfig", "MLLMRunConfig", "MLLMTrainConfig", "MixConfig"]
 
@@ -148,7 +144,7 @@ class MLLMRunConfig:
 
 
 @dataclass
-class MLLMTrainConfig:
+class MLLMTrainConfig(ConfigFile):
     """One ``stage: mllm`` run.
 
     Attributes:
@@ -172,36 +168,3 @@ class MLLMTrainConfig:
         for name in ("llm", "tokenizer"):
             if not getattr(self, name).strip():
                 raise ConfigError(name, "is empty; give a name or a folder")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain YAML-safe values (tuples as lists) that :meth:`from_dict` reads back."""
-        return _plain(dataclasses.asdict(self))
-
-    @classmethod
-    def from_dict(cls, raw: Any, overrides: list[str] | None = None) -> MLLMTrainConfig:
-        """Build from a mapping (a parsed YAML file), after ``key=value`` overrides."""
-        if not isinstance(raw, Mapping):
-            raise ConfigError("", f"a training config must be a mapping at the top level, got {describe(raw)}")
-        raw = apply_overrides(dict(raw), overrides or [])
-        check_known_keys("", raw, cls)
-        return cls(**raw)
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, overrides: list[str] | None = None) -> MLLMTrainConfig:
-        """Read a YAML file, apply overrides, validate; errors are one line starting with the file."""
-        try:
-            raw = load_yaml(path)
-        except OSError as exc:
-            raise ValueError(f"{path}: cannot read the config: {exc.strerror or exc}") from None
-        try:
-            return cls.from_dict({} if raw is None else raw, overrides)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

@@ -40,7 +40,7 @@ from .interrupt import StopSignals
 from .loop import bad_files_log
 from .mllm_config import MLLMTrainConfig
 from .mllm_data import MixPlan, MixPosition, RawSample, mixed_batches, open_image_pool, open_text_pool
-from .run_folder import config_changes, record_run_start, trim_metrics
+from .run_folder import record_run_start, resume_config_changes, trim_metrics
 from .run_parts import RunLogger, agreed_stop, all_ranks_ok, check_run_folder, ddp, gather_rng, last_good, lock_run_folder, run_info
 from .schedule import warmup_cosine
 
@@ -109,12 +109,7 @@ def train_mllm(
     stop_at = max_steps or config.run.max_steps
     resolved = _resolved_config(config)
     existing = check_run_folder(run_dir, resume)
-    changes = config_changes(run_dir, resolved) if resume else {}
-    if changes and not allow_config_change:
-        raise TrainingError(
-            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changes)}; "
-            "pass --allow-config-change to continue with the new values (the change is recorded in run.jsonl)"
-        )
+    changes = resume_config_changes(run_dir, resolved, resume, allow_config_change)
 
     torch.manual_seed(config.run.seed)  # identical initial weights on every rank
     mm = build_mllm(config)

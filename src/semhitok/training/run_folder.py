@@ -132,6 +132,21 @@ def config_changes(run_dir: Path, config: Mapping[str, Any]) -> dict[str, tuple[
     return {k: (before.get(k), after.get(k)) for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)}
 
 
+def resume_config_changes(run_dir: Path, config: Mapping[str, Any], resume: bool, allow_change: bool) -> dict[str, tuple[Any, Any]]:
+    """The config changes of a resumed run (:func:`config_changes`; {} for a new run).
+
+    Raises:
+        TrainingError: the config changed and ``allow_change`` (``--allow-config-change``) is off.
+    """
+    changes = config_changes(run_dir, config) if resume else {}
+    if changes and not allow_change:
+        raise TrainingError(
+            f"--resume: the config differs from {run_dir / 'config.yaml'} in {', '.join(changes)}; "
+            "pass --allow-config-change to continue with the new values (the change is recorded in run.jsonl)"
+        )
+    return changes
+
+
 def record_run_start(run_dir: Path, config: Mapping[str, Any], info: Mapping[str, Any], changes: Mapping[str, tuple[Any, Any]], step: int) -> None:
     """Write ``config.yaml`` and append this start to ``run.jsonl``.
 
