@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
 
-__all__ = ["Judge", "JudgeConfig", "JudgeTrainConfig", "judge_accuracy", "train_judge"]
+__all__ = ["Judge", "JudgeConfig", "JudgeTrainConfig", "JudgeVerdict", "judge_accuracy", "train_judge"]
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 
@@ -45,6 +45,15 @@ class JudgeConfig:
         check_at_least(self, 1, ("num_classes", "num_colours"))
         if not self.widths or min(self.widths) < 1:
             raise ConfigError("widths", f"must be one or more channel counts >= 1, got {list(self.widths)}")
+
+
+@dataclass
+class JudgeVerdict:
+    """What the judge says of a set of images: class ids (B,), colour ids (B,), features (B, D)."""
+
+    classes: Tensor
+    colours: Tensor
+    features: Tensor
 
 
 class Judge(nn.Module):
@@ -79,15 +88,23 @@ class Judge(nn.Module):
     @torch.no_grad()
     def predict(self, images: Tensor, batch_size: int = 256) -> tuple[Tensor, Tensor]:
         """Predicted (class, colour) ids, each (B,), in eval mode."""
+        verdict = self.judge(images, batch_size)
+        return verdict.classes, verdict.colours
+
+    @torch.no_grad()
+    def judge(self, images: Tensor, batch_size: int = 256) -> JudgeVerdict:
+        """Predicted class and colour ids (B,) and pooled features (B, D) of float images in [0, 1],
+        in eval mode, ``batch_size`` images at a time."""
         was = self.training
         self.eval()
-        classes, colours = [], []
+        classes, colours, features = [], [], []
         for start in range(0, len(images), batch_size):
-            c, k, _ = self(images[start : start + batch_size])
+            c, k, f = self(images[start : start + batch_size])
             classes.append(c.argmax(-1))
             colours.append(k.argmax(-1))
+            features.append(f)
         self.train(was)
-        return torch.cat(classes), torch.cat(colours)
+        return JudgeVerdict(torch.cat(classes), torch.cat(colours), torch.cat(features))
 
     def save_pretrained(self, folder: str | Path, metadata: dict[str, Any] | None = None) -> None:
         from ..atomic import AtomicDir
