@@ -27,7 +27,7 @@ def test_dual_adapter_is_two_mlps_on_the_codebook_vectors_concatenated(mllm_fact
     assert torch.equal(got[0, :16], got[1, :16]) and not torch.equal(got[0, 16:], got[1, 16:])
 
 
-def test_single_and_table_variants(mllm_factory, tiny_tokenizer):
+def test_single_table_and_semantic_variants(mllm_factory, tiny_tokenizer):
     single = mllm_factory(adapter="single").adapter
     flat = torch.tensor([0, 5, 1023])
     z_q = tiny_tokenizer.semantic_quantizer.lookup(flat // 4)
@@ -36,6 +36,11 @@ def test_single_and_table_variants(mllm_factory, tiny_tokenizer):
     table = mllm_factory(adapter="table").adapter
     assert table.table.weight.shape == (1024, 32)
     assert torch.equal(table.image_embeddings(flat), table.table.weight[flat])
+    semantic = mllm_factory(adapter="semantic").adapter
+    torch.testing.assert_close(semantic.image_embeddings(flat), semantic.mlp(z_q), rtol=0, atol=0)
+    # the pixel sub-code is not read: the m ids of one semantic code share one embedding
+    same_k = semantic.image_embeddings(torch.tensor([20, 21, 22, 23]))
+    torch.testing.assert_close(same_k, same_k[:1].expand(4, -1))
 
 
 def test_codebooks_are_frozen_buffers_outside_the_state_dict(mllm_factory, tiny_tokenizer):

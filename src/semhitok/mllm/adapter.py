@@ -5,7 +5,8 @@ Paper §3.3: an image token is not looked up in a new embedding table. Its seman
 very vectors the pixel decoder reconstructs from) each go through their own MLP, and the two
 outputs are concatenated along the channels to the LLM's hidden size (Dual-MLP). Tab. 7's
 ablations are a config switch: one MLP on ``[z_q ; p_q]`` (``single``), or a plain learned table
-of K*m rows (``table``). The embeddings of ``<boi>``, ``<eoi>`` and ``<uncond>`` are learned here
+of K*m rows (``table``); ``semantic`` reads the semantic code alone (one MLP on ``z_q``, the pixel
+sub-code ignored), the understanding-from-semantic-codes comparison of Tab. 4. The embeddings of ``<boi>``, ``<eoi>`` and ``<uncond>`` are learned here
 too, so the LLM's own embedding table is never resized.
 """
 
@@ -29,7 +30,7 @@ class ImageAdapter(nn.Module):
     """Embeddings of image ids (through the frozen codebooks) and of the 3 special tokens.
 
     Args:
-        kind: ``dual``, ``single`` or ``table`` (see the module doc).
+        kind: ``dual``, ``single``, ``table`` or ``semantic`` (see the module doc).
         semantic_codebook: (K, d_s) the tokenizer's semantic codes, as its decoder uses them.
         pixel_codebook: (K, m, d_p) the tokenizer's l2-normalized pixel sub-codes.
         hidden_size: the LLM's hidden size.
@@ -69,11 +70,13 @@ class ImageAdapter(nn.Module):
             self.pixel_mlp = MLP(d_p, hidden_size - width)
         elif kind == "single":
             self.mlp = MLP(d_s + d_p, hidden_size)
+        elif kind == "semantic":
+            self.mlp = MLP(d_s, hidden_size)
         elif kind == "table":
             self.table = nn.Embedding(k * m, hidden_size)
             nn.init.normal_(self.table.weight, std=init_std)
         else:
-            raise ValueError(f"adapter must be dual, single or table, got {kind!r}")
+            raise ValueError(f"adapter must be dual, single, table or semantic, got {kind!r}")
         self.special = nn.Parameter(torch.randn(NUM_SPECIALS, hidden_size) * init_std)
 
     def code_vectors(self, ids: Tensor) -> tuple[Tensor, Tensor]:
@@ -90,6 +93,8 @@ class ImageAdapter(nn.Module):
         z_q, p_q = z_q.to(dtype), p_q.to(dtype)
         if self.kind == "dual":
             return torch.cat([self.semantic_mlp(z_q), self.pixel_mlp(p_q)], dim=-1)
+        if self.kind == "semantic":
+            return self.mlp(z_q)
         return self.mlp(torch.cat([z_q, p_q], dim=-1))
 
     def special_embeddings(self, index: Tensor) -> Tensor:

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from ..config_types import ConfigError, check_at_least, check_fields, check_known_keys
 
-AdapterKind = Literal["dual", "single", "table"]
+AdapterKind = Literal["dual", "single", "table", "semantic"]
 TrainMode = Literal["adapter", "lora", "full"]
 
 # The projections of Llama, Qwen2, Mistral and SmolLM2 decoder layers (never the LM head).
@@ -23,7 +23,8 @@ class MLLMConfig:
         adapter: the input adapter (paper Tab. 7). ``dual``: the semantic code vector and the pixel
             sub-code vector each go through their own MLP and the outputs are concatenated to the
             LLM's hidden size (the paper's Dual-MLP); ``single``: one MLP on ``[z_q ; p_q]``;
-            ``table``: a plain learned embedding table of K*m rows.
+            ``table``: a plain learned embedding table of K*m rows; ``semantic``: one MLP on
+            ``z_q`` alone (the pixel sub-code is not read: understanding from semantic codes only).
         semantic_width: channels of the semantic MLP's output in ``dual`` (the pixel MLP gets the
             rest of the hidden size); None: half the hidden size.
         train: what trains. ``adapter``: the adapter, the image head and the special-token
