@@ -134,15 +134,19 @@ def filter_top_p(logits: Tensor, p: float | None) -> Tensor:
 def draw(logits: Tensor, config: SamplingConfig, generator: torch.Generator | None) -> Tensor:
     """(B, N) guided logits -> (B,) ids: greedy at temperature 0, else filtered sampling.
 
-    Sampling uses the exponential race (``argmax p_i / E_i`` with ``E_i ~ Exp(1)`` is a draw from
-    ``p``): one noise tensor per step from ``generator``, so equal seeds give equal ids.
+    Sampling inverts each row's cumulative distribution at one uniform number from ``generator``
+    (so equal seeds give equal ids). One number per row, where the exponential race or
+    ``torch.multinomial`` draw one per id: with N = K*m = 196,608 image ids that was 5x slower on
+    CPU and a sizeable share of each decode step. The sum runs in float64, so ids of tiny
+    probability keep their share; an id of probability 0 (filtered) is never drawn.
     """
     if config.temperature == 0.0:
         return logits.argmax(dim=-1)
     logits = filter_top_p(filter_top_k(logits / config.temperature, config.top_k), config.top_p)
-    probs = logits.softmax(dim=-1)
-    noise = torch.empty_like(probs).exponential_(generator=generator)
-    return (probs / noise).argmax(dim=-1)
+    cdf = logits.softmax(dim=-1).cumsum(dim=-1, dtype=torch.float64)
+    u = torch.rand((logits.shape[0], 1), generator=generator, dtype=torch.float64, device=logits.device) * cdf[:, -1:]
+    # the first id whose cumulative mass exceeds u: u < cdf[-1], and a zero-mass id never does
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp_(max=logits.shape[-1] - 1)
 
 
 def next_ids(image_logits: Tensor, batch: int, step: int, num_steps: int, config: SamplingConfig, generator: torch.Generator | None) -> Tensor:
