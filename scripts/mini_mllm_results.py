@@ -44,18 +44,23 @@ class Run:
 
     name: str
     overrides: list[str] = field(default_factory=list)
+    steps: int | None = None  # None: the config's run.max_steps
     cfg_sweep: bool = False  # score generation at every scale of --cfg-sweep (else at --cfg only)
+
+
+ABLATION_STEPS = 300  # a third of the main run: four ablation runs cost about what the main run does
 
 
 def runs() -> list[Run]:
     return [
         # the paper's recipe in miniature: Dual-MLP adapter, shared head, LoRA; shipped as mini-mllm
         Run("mllm-dual", cfg_sweep=True),
-        # Tab. 7: the input adapter
-        Run("mllm-single", ["mllm.adapter=single"]),
-        Run("mllm-table", ["mllm.adapter=table"]),
-        # Tab. 4 / 7: the LLM reads the semantic codes alone
-        Run("mllm-semantic", ["mllm.adapter=semantic"]),
+        # Tab. 7 (the input adapter) and Tab. 4 (the LLM reads the semantic codes alone), on a
+        # shorter schedule, all four alike
+        Run("abl-dual", [], ABLATION_STEPS),
+        Run("abl-single", ["mllm.adapter=single"], ABLATION_STEPS),
+        Run("abl-table", ["mllm.adapter=table"], ABLATION_STEPS),
+        Run("abl-semantic", ["mllm.adapter=semantic"], ABLATION_STEPS),
     ]
 
 
@@ -78,8 +83,8 @@ def train(run: Run, out: Path, tokens: Path, args: argparse.Namespace) -> Path:
     command = [*SEMHITOK, "train", str(CONFIG), "--data", str(tokens), "--out", str(folder), "--quiet"]
     if args.quick:
         command += ["--max-steps", "2", "data.batch_size=2", "run.checkpoint_every=2"]
-    elif args.steps is not None:
-        command += ["--max-steps", str(args.steps)]
+    elif args.steps is not None or run.steps is not None:
+        command += ["--max-steps", str(args.steps or run.steps)]
     if args.llm is not None:
         command.append(f"llm={args.llm}")
     command += run.overrides
@@ -177,7 +182,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/mllm"), help="where the token shards and run folders go")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="train and measure only these runs")
     ap.add_argument("--rerun", nargs="+", default=[], metavar="RUN", help="measure these again even if their JSON exists ('all' for every run)")
-    ap.add_argument("--steps", type=int, help="optimizer steps per run (default: the config's run.max_steps)")
+    ap.add_argument("--steps", type=int, help="optimizer steps of every run (default: the config's run.max_steps for the main run, %d for the ablations)" % ABLATION_STEPS)
     ap.add_argument("--llm", help="another causal LM (a Hugging Face folder) in place of the config's smollm2-135m")
     ap.add_argument("--understanding-images", type=int, default=500, help="test images the model answers about")
     ap.add_argument("--generation-images", type=int, default=500, help="test captions the model draws from")

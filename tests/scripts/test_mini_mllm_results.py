@@ -20,23 +20,23 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     text_tokenizer_factory().save_pretrained(tmp_path / "llm")
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "mini_mllm_results.py"), "--data", str(SLICE), "--out", str(out), "--quick",
-           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "mllm-semantic", "--cfg-sweep", "1", "3"]
+           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "--cfg-sweep", "1", "3"]
     docs_before = (ROOT / "docs" / "results.md").read_text()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}
-    assert set(measured) == {"mllm-dual", "mllm-semantic"}
+    assert set(measured) == {"mllm-dual", "abl-semantic"}
     dual = measured["mllm-dual"]
     assert dual["train"]["steps"] == 2 and dual["overrides"] == []
-    assert measured["mllm-semantic"]["overrides"] == ["mllm.adapter=semantic"]
+    assert measured["abl-semantic"]["overrides"] == ["mllm.adapter=semantic"]
     assert set(dual["metrics"]["generation"]) >= {"1", "3"}  # the main run sweeps the CFG scale
-    assert set(measured["mllm-semantic"]["metrics"]["generation"]) >= {"3"} and "1" not in measured["mllm-semantic"]["metrics"]["generation"]
+    assert set(measured["abl-semantic"]["metrics"]["generation"]) >= {"3"} and "1" not in measured["abl-semantic"]["metrics"]["generation"]
     u = dual["metrics"]["understanding"]["all"]
     assert u["answers"] == 8 and 0 <= u["class_accuracy"] <= 1
     g = dual["metrics"]["generation"]["3"]["all"]
     assert g["images"] == 8 and g["fd"] >= 0
     assert (out / "measured" / "figures" / "mllm-dual-generated.png").is_file()
     report = (out / "results.md").read_text()
-    row = next(line for line in report.splitlines() if line.startswith("| Dual-MLP on [z_q ; p_q] (paper) |") and "%" in line)
+    row = next(line for line in report.splitlines() if line.startswith("| main run: Dual-MLP (shipped as mini-mllm) |") and "%" in line)
     assert f"{100 * u['class_accuracy']:.1f}%" in row
     assert "| plain embedding table | not run yet" in report
     assert "(measured/figures/mllm-dual-generated.png)" in report
