@@ -149,3 +149,21 @@ def test_llm_probe_reaches_the_last_value_of_large_tensors():
     big[-1] = 7.0
     probe = llm_probe({"b": torch.arange(3.0), "a": big, "i": torch.arange(4)})
     assert probe.tolist()[:8][-1] == 7.0 and probe.tolist()[8:] == [0.0, 1.0, 2.0]  # sorted by name, ints skipped
+
+
+def test_a_shipped_tokenizer_is_recorded_by_name_not_copied(tmp_path, llm_factory, text_tokenizer_factory):
+    from semhitok.pretrained import pretrained_path
+
+    mm = SemHiTokMLLM.from_llm(llm_factory("llama", tied=False), "mini-semhitok", text_tokenizer_factory())
+    assert mm.tokenizer_source == "mini-semhitok"
+    mm.save_pretrained(tmp_path / "mm", llm_weights="full")
+    assert not (tmp_path / "mm" / "tokenizer").exists()
+    assert json.loads((tmp_path / "mm" / "mllm_config.json").read_text())["tokenizer"] == {"base": "mini-semhitok"}
+    back = SemHiTokMLLM.from_pretrained(tmp_path / "mm")
+    assert back.tokenizer_source == "mini-semhitok" and back.tokenizer.fingerprint() == mm.tokenizer.fingerprint()
+    # a tokenizer given as a folder is copied when saved again
+    folder_built = SemHiTokMLLM.from_pretrained(tmp_path / "mm", tokenizer=pretrained_path("mini-semhitok"))
+    assert folder_built.tokenizer_source is None
+    folder_built.save_pretrained(tmp_path / "copy", llm_weights="full")
+    assert (tmp_path / "copy" / "tokenizer" / "config.json").is_file()
+    assert json.loads((tmp_path / "copy" / "mllm_config.json").read_text())["tokenizer"] == {"base": None}

@@ -45,13 +45,18 @@ class SemHiTokMLLM(nn.Module):
         config: adapter, training mode, head init, templates.
         llm_source: where ``llm`` can be loaded from again (``smollm2-135m`` or a folder); lets
             :meth:`save_pretrained` store only the weights that changed.
+        tokenizer_source: the name of the shipped SemHiTok that ``tokenizer`` is (``mini-semhitok``);
+            :meth:`save_pretrained` then records the name instead of copying its weights.
 
     Attributes:
         ids: the joint id space (text rows = the LLM head's rows).
         format: the exact token sequences (:class:`SequenceFormat`).
     """
 
-    def __init__(self, llm: nn.Module, tokenizer: SemHiTok, text_tokenizer: Any, config: MLLMConfig | None = None, llm_source: str | None = None) -> None:
+    def __init__(
+        self, llm: nn.Module, tokenizer: SemHiTok, text_tokenizer: Any, config: MLLMConfig | None = None,
+        llm_source: str | None = None, tokenizer_source: str | None = None,
+    ) -> None:
         super().__init__()
         config = config or MLLMConfig()
         _check_llm(llm)
@@ -61,6 +66,7 @@ class SemHiTokMLLM(nn.Module):
         self.tokenizer.requires_grad_(False)
         self.text_tokenizer = text_tokenizer
         self.llm_source = llm_source
+        self.tokenizer_source = tokenizer_source
         lm_head = llm.get_output_embeddings()
         hidden = int(lm_head.weight.shape[1])
         self.ids = ImageIdSpace(int(lm_head.weight.shape[0]), tokenizer.codebook_size, tokenizer.subcodebook_size)
@@ -97,7 +103,7 @@ class SemHiTokMLLM(nn.Module):
 
         Args:
             llm: the causal LM, or where to load it from (offline, see :mod:`semhitok.llm`).
-            tokenizer: a SemHiTok or its folder.
+            tokenizer: a SemHiTok, its folder, or a shipped name (``mini-semhitok``).
             text_tokenizer: the LLM's tokenizer (loaded with the LLM when ``llm`` is a name or folder).
             config: see :class:`MLLMConfig`.
             llm_source: for a module ``llm``, where it can be loaded from again (enables saving only
@@ -114,9 +120,10 @@ class SemHiTokMLLM(nn.Module):
             llm = model
         elif text_tokenizer is None:
             raise ValueError("text_tokenizer is required when llm is a module (the LLM's Hugging Face tokenizer)")
+        tokenizer_source = None
         if not isinstance(tokenizer, SemHiTok):
-            tokenizer = SemHiTok.from_pretrained(tokenizer)
-        return cls(llm, tokenizer, text_tokenizer, config, llm_source=llm_source)
+            tokenizer, tokenizer_source = load_tokenizer(tokenizer)
+        return cls(llm, tokenizer, text_tokenizer, config, llm_source=llm_source, tokenizer_source=tokenizer_source)
 
     # ---- what trains -----------------------------------------------------------------------
     def set_trainable(self) -> None:
@@ -354,6 +361,17 @@ class SemHiTokMLLM(nn.Module):
 
 
 # ---- helpers ------------------------------------------------------------------------------
+def load_tokenizer(name_or_folder: str | os.PathLike[str]) -> tuple[SemHiTok, str | None]:
+    """A SemHiTok from a folder or a shipped name, and the name (None for a folder). An existing
+    folder wins over a shipped name."""
+    from ..pretrained import PRETRAINED, pretrained_path
+
+    name = str(name_or_folder)
+    if name in PRETRAINED and not Path(name).exists():
+        return SemHiTok.from_pretrained(pretrained_path(name)), name
+    return SemHiTok.from_pretrained(name_or_folder), None
+
+
 def _check_llm(llm: nn.Module) -> None:
     """Refuse LLMs this wrapper would get wrong, with one clear line."""
     if not (hasattr(llm, "get_output_embeddings") and hasattr(llm, "get_input_embeddings") and hasattr(llm, "base_model")):

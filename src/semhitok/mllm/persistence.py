@@ -5,7 +5,8 @@ Layout::
     mllm_config.json     format version, MLLMConfig, id space, tokenizer fingerprint, LLM record
     mllm.safetensors     adapter.*, image_head.*; with delta LLM weights also llm.<name> for every
                          changed LLM tensor (the LoRA matrices) and llm_probe (see below)
-    tokenizer/           the SemHiTok (config.json + model.safetensors)
+    tokenizer/           the SemHiTok (config.json + model.safetensors); absent when the MLLM was
+                         built on a shipped tokenizer (``mini-semhitok``): its name is recorded
     text_tokenizer/      the LLM's Hugging Face tokenizer files
     llm/                 full LLM weights only: a plain Hugging Face folder (config.json,
                          model.safetensors), LoRA matrices kept apart in mllm.safetensors
@@ -82,6 +83,7 @@ def save_mllm(model: SemHiTokMLLM, path: Path, llm_weights: Literal["auto", "ful
         "config": model.config.to_dict(),
         "ids": model.ids.to_dict(),
         "tokenizer_fingerprint": fingerprint,
+        "tokenizer": {"base": model.tokenizer_source},
         "llm": {
             "weights": llm_weights,
             "base": model.llm_source if llm_weights == "delta" else None,
@@ -93,7 +95,8 @@ def save_mllm(model: SemHiTokMLLM, path: Path, llm_weights: Literal["auto", "ful
     def write(out: AtomicDir) -> None:
         with out.writing(WEIGHTS_NAME) as weights:
             save_file(state, str(weights), metadata={"format": "pt", "semhitok_fingerprint": fingerprint})
-        model.tokenizer.save_pretrained(out.path(TOKENIZER_DIR))
+        if model.tokenizer_source is None:
+            model.tokenizer.save_pretrained(out.path(TOKENIZER_DIR))
         with out.writing(TEXT_TOKENIZER_DIR) as folder:
             model.text_tokenizer.save_pretrained(str(folder))
             _follow_umask_tree(folder)
@@ -205,10 +208,23 @@ def load_mllm(
         config = MLLMConfig.from_dict(record["config"])
     except (ValueError, TypeError) as exc:
         raise MLLMFolderError(f"{folder / CONFIG_NAME} has a broken config: {exc}") from exc
+    from .model import load_tokenizer
+
+    tokenizer_source = (record.get("tokenizer") or {}).get("base")
     if tokenizer is None:
-        tokenizer = SemHiTok.from_pretrained(folder / TOKENIZER_DIR)
-    elif not isinstance(tokenizer, SemHiTok):
-        tokenizer = SemHiTok.from_pretrained(tokenizer)
+        if tokenizer_source is not None:
+            try:
+                tokenizer, _ = load_tokenizer(tokenizer_source)
+            except (KeyError, FileNotFoundError) as exc:
+                raise MLLMFolderError(f"MLLM folder {folder} uses the shipped tokenizer {tokenizer_source!r}, which this installation lacks: {exc}") from exc
+        else:
+            if not (folder / TOKENIZER_DIR / "config.json").is_file():
+                raise MLLMFolderError(f"MLLM folder {folder} has no {TOKENIZER_DIR}/ and names no shipped tokenizer; pass tokenizer=")
+            tokenizer = SemHiTok.from_pretrained(folder / TOKENIZER_DIR)
+    elif isinstance(tokenizer, SemHiTok):
+        tokenizer_source = None  # saved again, a tokenizer given as a module is copied
+    else:
+        tokenizer, tokenizer_source = load_tokenizer(tokenizer)
     check_tokenizer(tokenizer, str(record["tokenizer_fingerprint"]), folder)
     text_tokenizer = AutoTokenizer.from_pretrained(str(folder / TEXT_TOKENIZER_DIR), local_files_only=True)
     llm_record = record["llm"]
@@ -235,7 +251,7 @@ def load_mllm(
         found = llm_probe(plain_state_dict(llm))
         if found.shape != probe.shape or not torch.allclose(found, probe, rtol=1e-2, atol=1e-6):
             raise MLLMFolderError(f"the base LLM {source} is not the one the MLLM in {folder} was trained on (its weights differ)")
-    model = cls(llm, tokenizer, text_tokenizer, config, llm_source=source)
+    model = cls(llm, tokenizer, text_tokenizer, config, llm_source=source, tokenizer_source=tokenizer_source)
     saved_ids = ImageIdSpace(**record["ids"])
     if saved_ids != model.ids:
         raise MLLMFolderError(f"MLLM folder {folder} was saved with id space {saved_ids.to_dict()}, the loaded LLM and tokenizer give {model.ids.to_dict()}")

@@ -148,16 +148,8 @@ def train_mllm(
 def build_mllm(config: MLLMTrainConfig) -> SemHiTokMLLM:
     """The MLLM of ``config`` before training: the LLM and the tokenizer from their sources, a
     fresh adapter and image head (drawn from torch's global generator), in train mode."""
-    tokenizer = SemHiTok.from_pretrained(_tokenizer_folder(config.tokenizer))
-    mm = SemHiTokMLLM.from_llm(config.llm, tokenizer, config=config.mllm)
+    mm = SemHiTokMLLM.from_llm(config.llm, config.tokenizer, config=config.mllm)
     return mm.train()
-
-
-def _tokenizer_folder(name: str) -> Path:
-    """A shipped tokenizer's name (``mini-semhitok``) or a folder."""
-    from ..pretrained import PRETRAINED, pretrained_path
-
-    return pretrained_path(name) if name in PRETRAINED else Path(name)
 
 
 def _resolved_config(config: MLLMTrainConfig) -> dict[str, Any]:
