@@ -64,3 +64,42 @@ def test_pretrained_demo_shows_the_shipped_model(tmp_path, capsys):
     assert "Code gallery (paper Fig. 5)" in page and page.count("<img") >= 6
     said = capsys.readouterr().out
     assert f"PSNR {metrics['psnr_db']:.2f} dB" in said  # the terminal reports what the page measured
+
+
+def test_pretrained_demo_with_an_mllm_reads_and_draws(tmp_path, capsys, llm_factory, text_tokenizer_factory):
+    """--mllm adds the unified MLLM's answers and drawings (judged) to the page (a tiny random Llama
+    on the shipped tokenizer stands in for a trained one: the page's plumbing, not its quality)."""
+    import torch
+
+    from semhitok.evaluation.mllm_scores import parse_answer
+    from semhitok.mllm import SemHiTokMLLM
+
+    with torch.random.fork_rng(devices=[]):
+        mm = SemHiTokMLLM.from_llm(llm_factory("llama", tied=False), "mini-semhitok", text_tokenizer_factory())
+        mm.save_pretrained(tmp_path / "mllm", llm_weights="full")
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--images", "24", "--mllm", str(tmp_path / "mllm")]) == 0
+    m = json.loads((out / "metrics.json").read_text())["mllm"]
+    assert len(m["answers"]) == 12 and len(m["captions"]) == 12 and m["generation"]["images"] == 12
+    right = sum(parse_answer(a).class_id is not None for a in m["answers"])
+    assert 0 <= right <= 12 and 0.0 <= m["understanding"]["class_accuracy"] <= 1.0
+    page = (out / "index.html").read_text()
+    assert "The mini MLLM reads" in page and "The mini MLLM draws" in page and page.count('class="card"') == 24
+    assert "held-out pair" in page  # half the captions name pairs never seen in training
+    assert "MLLM reads 12 images" in capsys.readouterr().out
+
+
+def test_demo_refuses_an_mllm_of_other_codebooks(tmp_path, capsys, llm_factory, text_tokenizer_factory):
+    import torch
+
+    from semhitok import SemHiTok, SemHiTokConfig
+    from semhitok.mllm import SemHiTokMLLM
+
+    with torch.random.fork_rng(devices=[]):
+        other = SemHiTok(SemHiTokConfig.from_preset("tiny"))
+        SemHiTokMLLM.from_llm(llm_factory("llama", tied=False), other, text_tokenizer_factory()).save_pretrained(tmp_path / "mllm", llm_weights="full")
+    capsys.readouterr()
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--images", "8", "--mllm", str(tmp_path / "mllm")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("semhitok: error: ") and "codebooks" in err
+    assert not (tmp_path / "demo").exists()

@@ -47,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="outputs/demo", metavar="OUTDIR", help="where the page, pictures and metrics go (default: outputs/demo)")
     p.add_argument("--from-scratch", action="store_true", help="train the tiny preset on the bundled photos instead of showing the pretrained model")
     p.add_argument("--model", default="mini-semhitok", metavar="DIR", help="the tokenizer to show (default: the shipped mini-semhitok)")
+    p.add_argument("--mllm", default=None, metavar="DIR", help="also let this unified MLLM folder (semhitok train, stage: mllm) describe held-out images and draw from test captions on the page")
     p.add_argument("--images", type=common.positive_int, default=200, metavar="N", help="held-out images to show (default: all 200 of the bundled slice)")
     p.add_argument("--photos", default=str(ASSETS), metavar="DIR", help="--from-scratch: folder of photos (default: the bundled ones)")
     p.add_argument("--steps", nargs=2, type=common.positive_int, default=(800, 2000), metavar=("STAGE1", "STAGE2"), help="--from-scratch: optimizer steps of stage 1 and stage 2 (default: 800 2000, about 2 minutes on 2 CPU cores)")
@@ -121,8 +122,18 @@ def _pretrained(args: argparse.Namespace) -> int:
         raise CLIError(f"{folder} takes {model.image_size} px images; the bundled mini-world slice is {data.images.shape[-1]} px")
     source = (f"tokenizer: {folder} (pretrained, no training here); images: the first {len(data.captions)} test images of the "
               f"bundled colour Fashion-MNIST slice (never seen in training); judge: the shipped independent classifier")
+    section = None
+    if args.mllm is not None:
+        from ..evaluation.mllm_showcase import mllm_section
+
+        mm = _load_mllm(args.mllm, model)
+        source += f"; MLLM: {args.mllm}"
+
+        def section(page):
+            return mllm_section(mm, judge, data, page)
+
     with AtomicDir(args.output) as out:
-        metrics = showcase(model, data, out.tmp, judge=judge, title="The pretrained mini SemHiTok on held-out images", source=source)
+        metrics = showcase(model, data, out.tmp, judge=judge, title="The pretrained mini SemHiTok on held-out images", source=source, mllm=section)
         for name in sorted(p.name for p in out.tmp.iterdir()):
             out.path(name)  # register the files for the move into place
         out.commit()
@@ -130,6 +141,16 @@ def _pretrained(args: argparse.Namespace) -> int:
         info(line)
     info(f"wrote {Path(args.output) / 'index.html'} in {time.perf_counter() - started:.0f} s (open it in a browser)")
     return 0
+
+
+def _load_mllm(folder: str, tokenizer):
+    """The MLLM of ``folder`` around the shown tokenizer (its codebooks must be the MLLM's)."""
+    from ..mllm import MLLMFolderError, SemHiTokMLLM
+
+    try:
+        return SemHiTokMLLM.from_pretrained(folder, tokenizer=tokenizer)
+    except (MLLMFolderError, ValueError, OSError) as exc:
+        raise CLIError(one_line(exc)) from exc
 
 
 def _from_scratch(args: argparse.Namespace) -> int:

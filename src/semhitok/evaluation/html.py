@@ -17,6 +17,8 @@ h1 { font-size: 1.6rem; } h2 { font-size: 1.2rem; margin-top: 2rem; border-botto
 table { border-collapse: collapse; margin: 0.5rem 0; } td, th { padding: 0.2rem 0.8rem; border-bottom: 1px solid #eee; text-align: left; }
 figure { display: inline-block; margin: 0.4rem; vertical-align: top; } figcaption { font-size: 0.8rem; color: #555; }
 img { image-rendering: pixelated; max-width: 100%; } .note { color: #555; font-size: 0.9rem; }
+.cards { display: flex; flex-wrap: wrap; gap: 0.6rem; } .card { width: 140px; font-size: 0.75rem; overflow-wrap: anywhere; }
+.card img { width: 128px; display: block; } .card .bad { color: #b00; }
 """
 
 
@@ -57,6 +59,19 @@ class HtmlPage:
         size = f' width="{width}"' if width else ""
         alt = html.escape(caption, quote=True)
         self.parts.append(f'<figure><img src="{data_uri(png)}" alt="{alt}"{size}><figcaption>{html.escape(caption)}</figcaption></figure>')
+
+    def cards(self, items: list[tuple[bytes, list[str]]], flagged: list[bool] | None = None) -> None:
+        """Small images in a wrapping row, each with its lines of text below; a flagged card's
+        last line is shown in red (e.g. a wrong answer)."""
+        flags = flagged or [False] * len(items)
+        out = []
+        for (png, lines), bad in zip(items, flags):
+            text = "".join(
+                f'<div class="bad">{html.escape(t)}</div>' if bad and i == len(lines) - 1 else f"<div>{html.escape(t)}</div>"
+                for i, t in enumerate(lines)
+            )
+            out.append(f'<div class="card"><img src="{data_uri(png)}" alt="{html.escape(lines[0] if lines else "", quote=True)}">{text}</div>')
+        self.parts.append(f'<div class="cards">{"".join(out)}</div>')
 
     def render(self) -> str:
         body = "\n".join(self.parts)

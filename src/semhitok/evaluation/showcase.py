@@ -10,7 +10,7 @@ given, nothing is read from a file of earlier results.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,12 @@ def showcase(
     top_codes: int = 12,
     per_code: int = 16,
     min_tokens: int = 20,
+    mllm: Callable[[HtmlPage], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Encode, decode and explain ``data``; write ``out_dir/index.html`` (+ PNGs, ``metrics.json``).
 
+    ``mllm``: appends the unified MLLM's sections to the page (see
+    :func:`semhitok.evaluation.mllm_showcase.mllm_section`); what it returns is ``metrics["mllm"]``.
     The caller owns ``out_dir`` (write it through an atomic folder); returns the metrics.
     """
     out = Path(out_dir)
@@ -157,6 +160,8 @@ def showcase(
     page.heading("Codebook usage")
     files["usage.png"] = usage_plots_png(usage.semantic_counts, usage.pair_counts)
     page.figure(files["usage.png"], "usage vs rank, tokens per code, sub-codes per code")
+    if mllm is not None:
+        metrics["mllm"] = mllm(page)
 
     out.mkdir(parents=True, exist_ok=True)
     for name, png in files.items():
@@ -174,4 +179,8 @@ def describe_metrics(metrics: dict[str, Any]) -> Sequence[str]:
         jo, jr = metrics["judge_originals"], metrics["judge_reconstructions"]
         lines.append(f"judge: class {100 * jo['class_accuracy']:.0f}% -> {100 * jr['class_accuracy']:.0f}%, colour "
                      f"{100 * jo['colour_accuracy']:.0f}% -> {100 * jr['colour_accuracy']:.0f}% (originals -> reconstructions)")
+    if "mllm" in metrics:
+        u, g = metrics["mllm"]["understanding"], metrics["mllm"]["generation"]
+        lines.append(f"MLLM reads {u['answers']} images: class right in {100 * u['class_accuracy']:.0f}%, colour in {100 * u['colour_accuracy']:.0f}%; "
+                     f"draws {g['images']} captions: judge finds the class in {100 * g['class_accuracy']:.0f}%, the colour in {100 * g['colour_accuracy']:.0f}%")
     return lines
