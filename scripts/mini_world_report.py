@@ -58,7 +58,9 @@ def write_report(store: Path, path: Path, data: Path, out: Path | None) -> None:
     rec = _load(store)
     g = rec.get
     figure = _tab7_figure(out, data, path.parent / "results" / "tab7_reconstructions.png")
-    cpu = next((r["cpu"] for r in rec.values()), "unknown CPU")
+    cpus = sorted({r["cpu"] for r in rec.values()}) or ["unknown CPU"]
+    # Runs spread over sessions land on different machines: name each, since train minutes differ.
+    cpu = cpus[0] if len(cpus) == 1 else " or ".join(cpus) + " (each run's JSON names its own)"
     main = g("main-s1")
     lines = [
         "# The paper's tokenizer claims, checked in the mini-world",
