@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from script_common import pyplot, save_figure  # beside this script
+
 COMMAND = "python scripts/mini_mllm_results.py --data DATA"
 MAIN = "mllm-dual"
 ABLATIONS = {
@@ -156,20 +158,11 @@ def _pictures(r: dict[str, Any] | None, store: Path, docs: Path) -> list[str]:
     return lines
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _loss_figure(rec: dict[str, Any], target: Path) -> Path | None:
     curves = {n: rec[n]["train"].get("curve") for n in LABELS if n in rec and rec[n]["train"].get("curve")}
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
     for name, curve in curves.items():
         steps = [p["step"] for p in curve]
@@ -178,17 +171,13 @@ def _loss_figure(rec: dict[str, Any], target: Path) -> Path | None:
     a.set(xlabel="step", ylabel="image-id NLL (nats)")
     b.set(xlabel="step", ylabel="text NLL (nats)")
     b.legend(fontsize=7)
-    fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return save_figure(fig, target)
 
 
 def _cfg_figure(gen: dict[float, Any], target: Path) -> Path | None:
     if len(gen) < 2:
         return None
-    plt = _plt()
+    plt = pyplot()
     scales = sorted(gen)
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
     for key, label in (("class_accuracy", "class"), ("colour_accuracy", "colour"), ("pair_accuracy", "both")):
@@ -199,8 +188,4 @@ def _cfg_figure(gen: dict[float, Any], target: Path) -> Path | None:
     b.plot(scales, [gen[s]["held_out"]["fd"] for s in scales], "s--", label="held-out pairs")
     b.set(xlabel="CFG scale s", ylabel="FD (judge features)", xticks=scales)
     b.legend(fontsize=7)
-    fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target)
-    plt.close(fig)
-    return target
+    return save_figure(fig, target)

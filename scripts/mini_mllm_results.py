@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 
+from script_common import cpu_name  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "src" / "semhitok" / "configs" / "mini" / "mllm.yaml"
 DOCS = ROOT / "docs"
@@ -219,7 +221,7 @@ def main() -> int:
             continue
         metrics = measure(run, model_dir, args.data, args, figures)
         record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides,
-                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": _cpu()}
+                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": cpu_name()}
         (store / f"{run.name}.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"{run.name}: {json.dumps(metrics['understanding']['all'])} {json.dumps(metrics['generation'][f'{args.cfg:g}']['all'])}", flush=True)
     if args.quick:
@@ -233,13 +235,6 @@ def main() -> int:
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from script_common import pyplot, save_figure  # beside this script
+
 COMMAND = "python scripts/mini_world_results.py --data DATA"
 
 
@@ -183,19 +185,12 @@ def _m_sweep_figure(rec: dict[str, dict[str, Any]], target: Path) -> list[str]:
     points = [(m, rec[f"s2-m{m}"]["metrics"]) for m in (4, 8, 12, 16) if f"s2-m{m}" in rec]
     if len(points) < 2:
         return []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=100)
     ms = [m for m, _ in points]
     a.plot(ms, [x["psnr_db"] for _, x in points], "o-")
     a.set(xlabel="sub-codebook size m", ylabel="PSNR (dB)", xticks=ms)
     b.plot(ms, [100 * x["subcode_usage"] for _, x in points], "o-", color="tab:orange")
     b.set(xlabel="sub-codebook size m", ylabel="sub-codes used (%)", xticks=ms)
-    fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target)
-    plt.close(fig)
+    save_figure(fig, target)
     return [f"![PSNR and sub-code usage against m](results/{target.name})", ""]

@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 
+from script_common import cpu_name  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "src" / "semhitok" / "configs" / "mini"
 DOCS = ROOT / "docs"
@@ -243,7 +245,7 @@ def main() -> int:
             continue
         metrics = measure(run, model_dir, args.data, 64 if args.quick else args.eval_images, 64 if args.quick else args.probe_images, seed=0)
         record = {"run": run.name, "config": f"configs/mini/{run.config}", "parent": run.parent, "overrides": run.overrides,
-                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": _cpu()}
+                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": cpu_name()}
         target.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{run.name}: {json.dumps(metrics)[:300]}", flush=True)
     from mini_world_report import write_report  # beside this script
@@ -252,13 +254,6 @@ def main() -> int:
     if failed:
         print(f"failed runs: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 if __name__ == "__main__":

@@ -18,15 +18,10 @@ from pathlib import Path
 
 import torch
 
+from script_common import cpu_name  # beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DEST = ROOT / "src" / "semhitok" / "pretrained"
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
 
 
 def _copy(src: Path, dest: Path, names: list[str]) -> None:
@@ -61,7 +56,7 @@ SigLIP in the mini-world, where no SigLIP weights exist offline.
   `text_head.safetensors`), {'from the weights of an earlier teacher run (below)' if config.get('init') else 'from scratch'}, on the `train` split of colour Fashion-MNIST
   (`semhitok data colour-fashion-mnist`, seed 0, 55,000 images): {result['steps']} steps of batch {config['batch_size']}
   ({result['images_seen']:,} images), lr {config['lr']} with warm-up and cosine decay, random shifts of up to
-  {config.get('shift', 0)} px and mirror flips, {result['train_seconds'] / 60:.0f} min on 2 cores of an {_cpu()}.
+  {config.get('shift', 0)} px and mirror flips, {result['train_seconds'] / 60:.0f} min on 2 cores of an {cpu_name()}.
 - **Command**: `semhitok train configs/mini/teacher.yaml --data DATA --out runs/teacher{' --init EARLIER_RUN' if config.get('init') else ''}`{(chr(10) + '- **History**: ' + note) if note else ''}
 - **Zero-shot** (best of the 100 class x colour prompts, each the mean of {len(json.loads((run / 'model' / 'zero_shot.json').read_text())['templates'])} caption templates):
 
@@ -95,7 +90,7 @@ def ship_judge(run: Path) -> dict:
 
 A small CNN (`semhitok.evaluation.judge.Judge`; no weights shared with the teacher or the tokenizer)
 trained on the real images of the colour Fashion-MNIST `train` split, with flips and small shifts:
-{result['steps']} steps, {result['train_seconds'] / 60:.0f} min on 2 cores of an {_cpu()}.
+{result['steps']} steps, {result['train_seconds'] / 60:.0f} min on 2 cores of an {cpu_name()}.
 Command: `semhitok train configs/mini/judge.yaml --data DATA --out runs/judge`.
 
 | split | images | class | colour | both |
@@ -144,7 +139,7 @@ on the command line. 64 px images -> 8x8 tokens; K={model.codebook_size} semanti
 pixel sub-codes = {model.vocab_size} ids; fingerprint `{model.fingerprint()}`. The teacher is the shipped
 `mini-teacher` (its weights are inside this folder).
 
-Trained here on the `train` split of colour Fashion-MNIST (55,000 images, seed 0): {total_minutes:.0f} min on 2 cores of an {_cpu()} in all:
+Trained here on the `train` split of colour Fashion-MNIST (55,000 images, seed 0): {total_minutes:.0f} min on 2 cores of an {cpu_name()} in all:
 
 | stage | steps | images/s | wall minutes | last loss |
 |---|---|---|---|---|
