@@ -37,7 +37,6 @@ CONFIG = ROOT / "src" / "semhitok" / "configs" / "mini" / "mllm.yaml"
 DOCS = ROOT / "docs"
 STORE = DOCS / "results" / "mllm"
 SEMHITOK = [sys.executable, "-m", "semhitok"]
-QUESTION = "What is in the image?"  # one of the training questions (configs/mini/mllm.yaml)
 
 
 @dataclass
@@ -127,6 +126,7 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
     from semhitok.evaluation.judge import Judge
     from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_understanding
     from semhitok.evaluation.mllm_scores import held_out_mask
+    from semhitok.evaluation.mllm_showcase import QUESTION  # one of the training questions (configs/mini/mllm.yaml)
     from semhitok.mllm import SemHiTokMLLM
     from semhitok.pretrained import pretrained_path
 

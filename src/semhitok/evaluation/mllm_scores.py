@@ -20,7 +20,7 @@ from torch import Tensor
 
 from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, HELD_OUT_PAIRS
 from .frechet import feature_statistics, frechet_distance
-from .judge import Judge
+from .judge import Judge, JudgeVerdict
 
 __all__ = [
     "GenerationScores",
@@ -30,6 +30,7 @@ __all__ = [
     "parse_answer",
     "score_answers",
     "score_images",
+    "score_verdict",
 ]
 
 
@@ -124,15 +125,21 @@ def score_images(judge: Judge, images: Tensor, labels: Tensor, colours: Tensor, 
     the captions they were drawn from; ``real_features`` (M, D): the judge's features of real
     images (:meth:`Judge.judge`), the reference of the Fréchet distance."""
     _check_lengths(len(images), labels, colours, "images")
-    verdict = judge.judge(images)
+    return score_verdict(judge.judge(images), labels, colours, real_features)
+
+
+def score_verdict(verdict: JudgeVerdict, labels: Tensor, colours: Tensor, real_features: Tensor | None = None) -> GenerationScores:
+    """:func:`score_images` from a verdict the judge already gave (no second pass)."""
+    n = len(verdict.classes)
+    _check_lengths(n, labels, colours, "images")
     ok_class, ok_colour = verdict.classes.cpu() == labels.cpu(), verdict.colours.cpu() == colours.cpu()
     fd = None
-    if real_features is not None and len(images) >= 2:
+    if real_features is not None and n >= 2:
         mu, sigma = feature_statistics(verdict.features)
         mu_real, sigma_real = feature_statistics(real_features)
         fd = frechet_distance(mu, sigma, mu_real, sigma_real)
     return GenerationScores(
-        images=len(images),
+        images=n,
         class_accuracy=float(ok_class.float().mean()),
         colour_accuracy=float(ok_colour.float().mean()),
         pair_accuracy=float((ok_class & ok_colour).float().mean()),

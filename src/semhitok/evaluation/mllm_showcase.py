@@ -12,7 +12,7 @@ from ..data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, LabelledSplit
 from ..mllm import SemHiTokMLLM
 from .html import HtmlPage, png_bytes
 from .judge import Judge
-from .mllm_scores import held_out_mask, parse_answer, score_answers, score_images
+from .mllm_scores import held_out_mask, parse_answer, score_answers, score_verdict
 
 __all__ = ["QUESTION", "mllm_section"]
 
@@ -63,7 +63,7 @@ def mllm_section(
     drawn = mm.generate_images(captions, cfg_scale=cfg_scale, seed=seed).cpu()
     verdict = judge.judge(drawn)
     held = held_out_mask(data.labels[index], data.colours[index])
-    scores = score_images(judge, drawn, data.labels[index], data.colours[index])
+    scores = score_verdict(verdict, data.labels[index], data.colours[index])
     page.heading("The mini MLLM draws: images from test captions")
     page.paragraph(
         f"CFG scale {cfg_scale:g}, temperature 1, seed {seed}; the last {int(held.sum())} captions name colour x class pairs "
