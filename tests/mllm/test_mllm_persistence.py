@@ -95,6 +95,30 @@ def test_lora_delta_and_lora_full_round_trips(tmp_path, llm_factory, text_tokeni
     _assert_same(mm, SemHiTokMLLM.from_pretrained(tmp_path / "full"))
 
 
+def test_bf16_storage_rounds_the_trained_weights_once_and_keeps_the_probe_exact(tmp_path, llm_factory, text_tokenizer_factory, tiny_tokenizer):
+    base = _base_folder(tmp_path, llm_factory, text_tokenizer_factory, kind="llama", tied=False)
+    mm = SemHiTokMLLM.from_llm(base, tiny_tokenizer, config=MLLMConfig(train="lora", lora_rank=2))
+    _perturb(mm)
+    mm.save_pretrained(tmp_path / "fp32")
+    mm.save_pretrained(tmp_path / "bf16", dtype=torch.bfloat16)
+    with safe_open(str(tmp_path / "bf16" / "mllm.safetensors"), "pt") as f:
+        dtypes = {k: f.get_tensor(k).dtype for k in f.keys()}
+    assert dtypes.pop("llm_probe") == torch.float32
+    assert set(dtypes.values()) == {torch.bfloat16}
+    size = lambda name: (tmp_path / name / "mllm.safetensors").stat().st_size  # noqa: E731
+    assert size("bf16") < 0.6 * size("fp32")
+    loaded = SemHiTokMLLM.from_pretrained(tmp_path / "bf16")
+    own = mm.state_dict()
+    for k, v in loaded.state_dict().items():
+        # every stored tensor is the original rounded to bf16 once, back in the model's dtype;
+        # the base LLM's own weights come from the base folder, untouched
+        stored = k.split(".")[0] in ("adapter", "image_head") or "lora_" in k
+        assert v.dtype == own[k].dtype, k
+        assert torch.equal(v, own[k].to(torch.bfloat16).float() if stored else own[k]), k
+    with pytest.raises(ValueError, match="floating dtype"):
+        mm.save_pretrained(tmp_path / "int", dtype=torch.int8)
+
+
 def test_other_codebooks_or_another_base_llm_are_refused(tmp_path, llm_factory, text_tokenizer_factory, tiny_tokenizer, other_tokenizer):
     base = _base_folder(tmp_path, llm_factory, text_tokenizer_factory)
     mm = SemHiTokMLLM.from_llm(base, tiny_tokenizer)

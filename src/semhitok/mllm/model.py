@@ -330,11 +330,14 @@ class SemHiTokMLLM(nn.Module):
         return torch.Generator(device=device).manual_seed(int(seed))
 
     # ---- persistence -----------------------------------------------------------------------
-    def save_pretrained(self, path: str | Path, llm_weights: Literal["auto", "full", "delta"] = "auto") -> None:
-        """Write the MLLM folder (see :mod:`semhitok.mllm.persistence` for the layout)."""
+    def save_pretrained(
+        self, path: str | Path, llm_weights: Literal["auto", "full", "delta"] = "auto", dtype: torch.dtype | None = None
+    ) -> None:
+        """Write the MLLM folder (see :mod:`semhitok.mllm.persistence` for the layout); ``dtype``
+        (e.g. ``torch.bfloat16``) stores the adapter, head and LoRA weights in that dtype."""
         from .persistence import save_mllm
 
-        save_mllm(self, Path(path), llm_weights)
+        save_mllm(self, Path(path), llm_weights, dtype)
 
     @classmethod
     def from_pretrained(

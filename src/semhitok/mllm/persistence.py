@@ -58,8 +58,15 @@ class MLLMFolderError(ValueError):
 
 
 # ---- saving ------------------------------------------------------------------------------
-def save_mllm(model: SemHiTokMLLM, path: Path, llm_weights: Literal["auto", "full", "delta"] = "auto") -> None:
-    """Write ``model`` to ``path`` whole or not at all (see the module doc for the layout)."""
+def save_mllm(
+    model: SemHiTokMLLM, path: Path, llm_weights: Literal["auto", "full", "delta"] = "auto", dtype: torch.dtype | None = None
+) -> None:
+    """Write ``model`` to ``path`` whole or not at all (see the module doc for the layout).
+
+    ``dtype`` (e.g. ``torch.bfloat16``) stores the floating tensors of mllm.safetensors in that
+    dtype, halving a shipped folder; loading casts them back to the model's dtype. The LLM probe
+    stays float32 (it is compared against the base LLM's weights).
+    """
     if llm_weights not in ("auto", "full", "delta"):
         raise ValueError(f"llm_weights must be auto, full or delta, got {llm_weights!r}")
     mode = model.config.train
@@ -76,6 +83,10 @@ def save_mllm(model: SemHiTokMLLM, path: Path, llm_weights: Literal["auto", "ful
     if llm_weights == "delta":
         state[PROBE_KEY] = llm_probe(plain_state_dict(model.llm))
     state = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    if dtype is not None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        state = {k: v.to(dtype) if v.is_floating_point() and k != PROBE_KEY else v for k, v in state.items()}
     fingerprint = model.tokenizer.fingerprint()
     record = {
         "format": FORMAT,
