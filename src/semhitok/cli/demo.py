@@ -3,7 +3,9 @@
 By default it needs no training: the pretrained mini SemHiTok shipped in the package tokenizes the
 held-out (test) images of the bundled colour Fashion-MNIST slice, paints them back, and one HTML
 page shows the reconstructions, the semantic code maps, the code gallery (paper Fig. 5), usage
-and the measured metrics, with the independent judge's verdict on the reconstructions.
+and the measured metrics, with the independent judge's verdict on the reconstructions; then the
+shipped mini MLLM (``mini-mllm``, SmolLM2-135M reading and writing those tokens) answers a question
+about held-out images and draws from test captions, its drawings judged by the same classifier.
 
 ``--from-scratch`` runs the method in miniature instead: it cuts the bundled photos into 64 px
 tiles (one photo held out), trains stage 1 and stage 2 of the ``tiny`` preset and reconstructs the
@@ -19,12 +21,14 @@ from pathlib import Path
 from . import common
 from .common import info
 from .errors import CLIError, one_line
+from .mllm_options import DEFAULT_MLLM
 
 NAME = "demo"
 HELP = "the pretrained mini SemHiTok on held-out images, in one HTML page (or --from-scratch)"
 DESCRIPTION = (
     "Show the pretrained mini SemHiTok (shipped, no training) on held-out colour Fashion-MNIST images: "
-    "reconstructions, semantic code maps, the code gallery, usage, metrics and the judge, in OUTDIR/index.html. "
+    "reconstructions, semantic code maps, the code gallery, usage, metrics and the judge, and the shipped mini MLLM "
+    "describing held-out images and drawing from captions, in OUTDIR/index.html. "
     "--from-scratch instead trains stage 1 and stage 2 of the tiny preset on tiles of the bundled photos."
 )
 EXAMPLE = """\
@@ -47,7 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", default="outputs/demo", metavar="OUTDIR", help="where the page, pictures and metrics go (default: outputs/demo)")
     p.add_argument("--from-scratch", action="store_true", help="train the tiny preset on the bundled photos instead of showing the pretrained model")
     p.add_argument("--model", default="mini-semhitok", metavar="DIR", help="the tokenizer to show (default: the shipped mini-semhitok)")
-    p.add_argument("--mllm", default=None, metavar="DIR", help="also let this unified MLLM folder (semhitok train, stage: mllm) describe held-out images and draw from test captions on the page")
+    p.add_argument(
+        "--mllm", default=DEFAULT_MLLM, metavar="DIR",
+        help=f"the unified MLLM that describes held-out images and draws from test captions on the page: a folder (semhitok train, stage: mllm) "
+        f"or a shipped name (default: {DEFAULT_MLLM}, left out when this installation lacks it)",
+    )
+    p.add_argument("--no-mllm", dest="mllm", action="store_const", const=None, help="show the tokenizer only")
     p.add_argument("--images", type=common.positive_int, default=200, metavar="N", help="held-out images to show (default: all 200 of the bundled slice)")
     p.add_argument("--photos", default=str(ASSETS), metavar="DIR", help="--from-scratch: folder of photos (default: the bundled ones)")
     p.add_argument("--steps", nargs=2, type=common.positive_int, default=(800, 2000), metavar=("STAGE1", "STAGE2"), help="--from-scratch: optimizer steps of stage 1 and stage 2 (default: 800 2000, about 2 minutes on 2 CPU cores)")
@@ -107,7 +116,7 @@ def _pretrained(args: argparse.Namespace) -> int:
     from ..evaluation.judge import Judge
     from ..data.colour_fashion import load_split
     from ..evaluation.showcase import describe_metrics, showcase
-    from ..pretrained import pretrained_path
+    from ..pretrained import available, pretrained_path
     from .model_loading import folder_model, model_folder, resolve_device
 
     started = time.perf_counter()
@@ -123,10 +132,13 @@ def _pretrained(args: argparse.Namespace) -> int:
     source = (f"tokenizer: {folder} (pretrained, no training here); images: the first {len(data.captions)} test images of the "
               f"bundled colour Fashion-MNIST slice (never seen in training); judge: the shipped independent classifier")
     section = None
+    if args.mllm == DEFAULT_MLLM and DEFAULT_MLLM not in available() and not Path(DEFAULT_MLLM).exists():
+        info(f"the shipped {DEFAULT_MLLM} is not in this installation: the page shows the tokenizer only")
+        args.mllm = None
     if args.mllm is not None:
         from ..evaluation.mllm_showcase import mllm_section
 
-        mm = _load_mllm(args.mllm, model)
+        mm = _load_mllm(model_folder(args.mllm), model)
         source += f"; MLLM: {args.mllm}"
 
         def section(page):
@@ -143,7 +155,7 @@ def _pretrained(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_mllm(folder: str, tokenizer):
+def _load_mllm(folder: Path, tokenizer):
     """The MLLM of ``folder`` around the shown tokenizer (its codebooks must be the MLLM's)."""
     from ..mllm import MLLMFolderError, SemHiTokMLLM
 

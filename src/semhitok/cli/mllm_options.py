@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 
 from .errors import CLIError, one_line
 from .images import short
-from .model_loading import resolve_device
+from .model_loading import model_folder, resolve_device
 from .options import add_precision_option
 
 if TYPE_CHECKING:
     from ..mllm import SemHiTokMLLM
     from ..precision import ResolvedPrecision
 
+DEFAULT_MLLM = "mini-mllm"  # shipped in the package (semhitok.pretrained)
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes 64-bit seeds; one sign bit kept for JSON readers
 
 
@@ -33,9 +34,13 @@ class LoadedMLLM:
 
 
 def add_mllm_options(parser: argparse.ArgumentParser) -> None:
-    """``--model MLLM_DIR`` (required), ``--tokenizer DIR``, ``--device`` and ``--precision``."""
+    """``--model MLLM_DIR`` (default the shipped mini-mllm), ``--tokenizer DIR``, ``--device`` and ``--precision``."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", required=True, metavar="MLLM_DIR", help="a SemHiTok MLLM folder (mllm_config.json, mllm.safetensors, tokenizer/, ...: written by SemHiTokMLLM.save_pretrained)")
+    group.add_argument(
+        "--model", default=DEFAULT_MLLM, metavar="MLLM_DIR",
+        help=f"a SemHiTok MLLM folder (mllm_config.json, mllm.safetensors, ...: written by SemHiTokMLLM.save_pretrained) "
+        f"or a shipped name (default: {DEFAULT_MLLM}, trained on colour Fashion-MNIST captions)",
+    )
     group.add_argument(
         "--tokenizer", metavar="DIR", default=None,
         help="a SemHiTok folder to use instead of the MLLM's own copy (e.g. one with an enhanced decoder); it must have the same codebooks",
@@ -58,7 +63,7 @@ def load_mllm(args: argparse.Namespace) -> LoadedMLLM:
     from ..modeling import ModelFolderError
 
     device = resolve_device(args.device)
-    folder = Path(args.model)
+    folder = model_folder(args.model)  # a folder, else a shipped name
     if not folder.exists():
         raise CLIError(f"--model {args.model}: no such MLLM folder")
     if args.tokenizer is not None and not Path(args.tokenizer).is_dir():
