@@ -119,6 +119,26 @@ def test_bf16_storage_rounds_the_trained_weights_once_and_keeps_the_probe_exact(
         mm.save_pretrained(tmp_path / "int", dtype=torch.int8)
 
 
+def test_a_delta_folder_takes_the_base_llms_text_tokenizer_and_checks_it(tmp_path, llm_factory, text_tokenizer_factory, tiny_tokenizer):
+    base = _base_folder(tmp_path, llm_factory, text_tokenizer_factory)
+    mm = SemHiTokMLLM.from_llm(base, tiny_tokenizer, config=MLLMConfig(train="lora", lora_rank=2))
+    _perturb(mm)
+    mm.save_pretrained(tmp_path / "m")
+    assert not (tmp_path / "m" / "text_tokenizer").exists()  # the base folder has the same one
+    record = json.loads((tmp_path / "m" / "mllm_config.json").read_text())
+    assert record["text_tokenizer"]["from_base_llm"] is True
+    _assert_same(mm, SemHiTokMLLM.from_pretrained(tmp_path / "m"))
+    # a text tokenizer that differs from the base's is saved with the model
+    other = text_tokenizer_factory(False)  # no chat template
+    SemHiTokMLLM.from_llm(mm.llm, tiny_tokenizer, other, llm_source=str(base)).save_pretrained(tmp_path / "own")
+    assert (tmp_path / "own" / "text_tokenizer").is_dir()
+    # the base's tokenizer changed after training: refused, not silently used
+    text_tokenizer_factory(False).save_pretrained(base)
+    (base / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(MLLMFolderError, match="text tokenizer of the base LLM"):
+        SemHiTokMLLM.from_pretrained(tmp_path / "m")
+
+
 def test_other_codebooks_or_another_base_llm_are_refused(tmp_path, llm_factory, text_tokenizer_factory, tiny_tokenizer, other_tokenizer):
     base = _base_folder(tmp_path, llm_factory, text_tokenizer_factory)
     mm = SemHiTokMLLM.from_llm(base, tiny_tokenizer)

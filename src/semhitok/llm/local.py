@@ -62,16 +62,27 @@ def load_causal_lm(name_or_path: str | os.PathLike[str], *, dtype: Any = None) -
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dtype = dtype or torch.float32
-    llm = resolve_llm(name_or_path)
-    folder = llm.folder
-    if llm.gguf_file is not None:
-        cached = cache_root() / "llm" / llm.name
-        if not (cached / "config.json").is_file():
-            _write_cache(llm, cached)
-        folder = cached
+    folder = _hf_folder(resolve_llm(name_or_path))
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
+
+
+def load_text_tokenizer(name_or_path: str | os.PathLike[str]) -> Any:
+    """The tokenizer of the LLM that :func:`load_causal_lm` would load, without its weights."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(_hf_folder(resolve_llm(name_or_path)), local_files_only=True)
+
+
+def _hf_folder(llm: LocalLLM) -> Path:
+    """A Hugging Face folder of ``llm``: its own, or the de-quantized cache of a GGUF (made once)."""
+    if llm.gguf_file is None:
+        return llm.folder
+    cached = cache_root() / "llm" / llm.name
+    if not (cached / "config.json").is_file():
+        _write_cache(llm, cached)
+    return cached
 
 
 def _write_cache(llm: LocalLLM, dest: Path) -> None:

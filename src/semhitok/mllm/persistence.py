@@ -7,7 +7,8 @@ Layout::
                          changed LLM tensor (the LoRA matrices) and llm_probe (see below)
     tokenizer/           the SemHiTok (config.json + model.safetensors); absent when the MLLM was
                          built on a shipped tokenizer (``mini-semhitok``): its name is recorded
-    text_tokenizer/      the LLM's Hugging Face tokenizer files
+    text_tokenizer/      the LLM's Hugging Face tokenizer files; absent in a delta folder whose text
+                         tokenizer is the base LLM's own (its fingerprint is recorded and checked)
     llm/                 full LLM weights only: a plain Hugging Face folder (config.json,
                          model.safetensors), LoRA matrices kept apart in mllm.safetensors
 
@@ -88,6 +89,9 @@ def save_mllm(
             raise ValueError(f"dtype must be a floating dtype, got {dtype}")
         state = {k: v.to(dtype) if v.is_floating_point() and k != PROBE_KEY else v for k, v in state.items()}
     fingerprint = model.tokenizer.fingerprint()
+    text_fingerprint = text_tokenizer_fingerprint(model.text_tokenizer)
+    # A delta folder loads the base LLM anyway: its tokenizer comes with it unless ours differs.
+    text_from_base = llm_weights == "delta" and text_fingerprint == _base_text_fingerprint(model.llm_source)
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -95,6 +99,7 @@ def save_mllm(
         "ids": model.ids.to_dict(),
         "tokenizer_fingerprint": fingerprint,
         "tokenizer": {"base": model.tokenizer_source},
+        "text_tokenizer": {"from_base_llm": text_from_base, "fingerprint": text_fingerprint},
         "llm": {
             "weights": llm_weights,
             "base": model.llm_source if llm_weights == "delta" else None,
@@ -108,9 +113,10 @@ def save_mllm(
             save_file(state, str(weights), metadata={"format": "pt", "semhitok_fingerprint": fingerprint})
         if model.tokenizer_source is None:
             model.tokenizer.save_pretrained(out.path(TOKENIZER_DIR))
-        with out.writing(TEXT_TOKENIZER_DIR) as folder:
-            model.text_tokenizer.save_pretrained(str(folder))
-            _follow_umask_tree(folder)
+        if not text_from_base:
+            with out.writing(TEXT_TOKENIZER_DIR) as folder:
+                model.text_tokenizer.save_pretrained(str(folder))
+                _follow_umask_tree(folder)
         if llm_weights == "full":
             with out.writing(LLM_DIR) as folder:
                 # A LoRA-injected model saves its plain weights under their plain names.
@@ -152,6 +158,31 @@ def _follow_umask_tree(folder: Path) -> None:
     for f in folder.rglob("*"):
         if f.is_file():
             os.chmod(f, mode)
+
+
+def text_tokenizer_fingerprint(text_tokenizer: Any) -> str:
+    """A hash of what makes a text tokenizer map text to ids: its vocabulary (added tokens
+    included), special tokens and chat template."""
+    import hashlib
+
+    content = {
+        "vocab": sorted(text_tokenizer.get_vocab().items()),
+        "special": {k: str(v) for k, v in sorted(text_tokenizer.special_tokens_map.items())},
+        "chat_template": getattr(text_tokenizer, "chat_template", None),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _base_text_fingerprint(source: str | None) -> str | None:
+    """The fingerprint of the text tokenizer stored with the base LLM at ``source`` (None if none)."""
+    from ..llm import load_text_tokenizer
+
+    if source is None:
+        return None
+    try:
+        return text_tokenizer_fingerprint(load_text_tokenizer(source))
+    except (OSError, ValueError):
+        return None
 
 
 def llm_probe(state: dict[str, Tensor]) -> Tensor:
@@ -237,7 +268,10 @@ def load_mllm(
     else:
         tokenizer, tokenizer_source = load_tokenizer(tokenizer)
     check_tokenizer(tokenizer, str(record["tokenizer_fingerprint"]), folder)
-    text_tokenizer = AutoTokenizer.from_pretrained(str(folder / TEXT_TOKENIZER_DIR), local_files_only=True)
+    text_record = record.get("text_tokenizer") or {}
+    text_tokenizer = None
+    if not text_record.get("from_base_llm"):
+        text_tokenizer = AutoTokenizer.from_pretrained(str(folder / TEXT_TOKENIZER_DIR), local_files_only=True)
     llm_record = record["llm"]
     source: str | None
     if llm_record.get("weights") == "full":
@@ -250,9 +284,15 @@ def load_mllm(
         if not source:
             raise MLLMFolderError(f"MLLM folder {folder} stores only changed LLM weights and names no base LLM; pass base_llm")
         try:
-            llm, _ = load_causal_lm(source, dtype=dtype)
+            llm, base_text_tokenizer = load_causal_lm(source, dtype=dtype)
         except FileNotFoundError as exc:
             raise MLLMFolderError(f"the base LLM of {folder} is not available: {exc}; pass base_llm= where it is now") from exc
+        if text_tokenizer is None:
+            if text_tokenizer_fingerprint(base_text_tokenizer) != text_record.get("fingerprint"):
+                raise MLLMFolderError(f"the text tokenizer of the base LLM {source} is not the one the MLLM in {folder} was trained with")
+            text_tokenizer = base_text_tokenizer
+    if text_tokenizer is None:
+        raise MLLMFolderError(f"MLLM folder {folder} has no {TEXT_TOKENIZER_DIR}/ and stores full LLM weights")
     try:
         state = read_weights_file(folder / WEIGHTS_NAME, what="")
     except WeightsFileError as exc:
