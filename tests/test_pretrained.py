@@ -63,3 +63,46 @@ def test_judge_loads_and_predicts():
 
     cls, col = Judge.from_pretrained(pretrained_path("mini-judge")).predict(torch.rand(2, 3, 64, 64))
     assert cls.shape == col.shape == (2,)
+
+
+def test_mllm_loads_on_the_packaged_llm_and_reads_held_out_images():
+    """mini-mllm: delta weights in bf16 on smollm2-135m and mini-semhitok by name; its answers
+    about held-out images of the bundled slice name the right class and colour far above chance."""
+    if "mini-mllm" not in SHIPPED or "mini-semhitok" not in SHIPPED:
+        pytest.skip("mini-mllm is not shipped in this checkout")
+    from safetensors import safe_open
+
+    from semhitok.cli.demo import SLICE
+    from semhitok.data.colour_fashion import load_split
+    from semhitok.evaluation.mllm_scores import score_answers
+    from semhitok.evaluation.mllm_showcase import QUESTION
+    from semhitok.mllm import SemHiTokMLLM
+
+    folder = pretrained_path("mini-mllm")
+    record = json.loads((folder / "mllm_config.json").read_text())
+    assert record["llm"]["weights"] == "delta" and record["llm"]["base"] == "smollm2-135m"
+    assert record["tokenizer"]["base"] == "mini-semhitok" and record["text_tokenizer"]["from_base_llm"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "mllm.safetensors", "mllm_config.json"]
+    with safe_open(str(folder / "mllm.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys() if k != "llm_probe"} == {torch.bfloat16}
+    mm = SemHiTokMLLM.from_pretrained(folder)
+    assert mm.tokenizer.fingerprint() == record["tokenizer_fingerprint"]
+    data = load_split(SLICE, "test", limit=32)
+    scores = score_answers(mm.describe(data.float_images(), QUESTION, max_new_tokens=16), data.labels, data.colours)
+    # chance is 10% (classes) and about 1 in 8 (colours)
+    assert scores.class_accuracy >= 0.4 and scores.colour_accuracy >= 0.6, scores
+
+
+def test_generate_and_describe_use_the_shipped_mllm_by_default(tmp_path, capsys):
+    if "mini-mllm" not in SHIPPED or "mini-semhitok" not in SHIPPED:
+        pytest.skip("mini-mllm is not shipped in this checkout")
+    from semhitok.cli.main import main
+
+    assert main(["generate", "a red ankle boot", "-o", str(tmp_path / "gen"), "--n", "2", "--seed", "0"]) == 0
+    record = json.loads((tmp_path / "gen" / "generate.json").read_text())
+    assert record["model"].endswith("mini-mllm") and len(record["files"]) == 2
+    capsys.readouterr()
+    image = tmp_path / "gen" / record["files"][0]["file"]
+    assert main(["describe", str(image)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"{image}: ") and len(line) > len(f"{image}: ")
