@@ -62,7 +62,8 @@ def write_report(store: Path, path: Path, data: Path, out: Path | None) -> None:
     figure = _tab7_figure(out, data, path.parent / "results" / "tab7_reconstructions.png")
     cpus = sorted({r["cpu"] for r in rec.values()}) or ["unknown CPU"]
     # Runs spread over sessions land on different machines: name each, since train minutes differ.
-    cpu = cpus[0] if len(cpus) == 1 else " or ".join(cpus) + " (each run's JSON names its own)"
+    cpu = cpus[0] if len(cpus) == 1 else " or ".join(cpus) + " (" + "; ".join(
+        f"{c}: {', '.join(sorted(n for n, r in rec.items() if r['cpu'] == c))}" for c in cpus) + "; train minutes are comparable only within one machine)"
     main = g("main-s1")
     lines = [
         "# The paper's tokenizer claims, checked in the mini-world",
