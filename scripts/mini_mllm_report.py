@@ -76,7 +76,7 @@ def _training(rec: dict[str, Any], docs: Path) -> list[str]:
             continue
         t = r["train"]
         minutes = "-" if t.get("wall_seconds") is None else f"{t['wall_seconds'] / 60:.0f}"
-        lines.append(f"| {label} | {t['steps']} | {minutes} | {_num(t.get('tokens_per_second'), 0)} | {t['last_loss']:.3f} | {r['cpu']} |")
+        lines.append(f"| {label} | {t['steps']} | {minutes} | {_num(t.get('tokens_per_second'), 0)} | {t['last_loss']:.3f} | {r.get('train_cpu', r['cpu'])} |")
     figure = _loss_figure(rec, docs / "results" / "mllm_loss.png")
     return lines + ["", *([f"![training losses](results/{figure.name})", ""] if figure else [])]
 

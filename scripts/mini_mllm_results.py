@@ -11,7 +11,10 @@ its features to real test images), the same on captions of the colour x class pa
 training (composition), and, for the main run, all of it against the CFG scale. Each measured run
 is stored as docs/results/mllm/NAME.json (a run whose JSON exists is not trained or measured again
 unless --rerun names it); docs/results.md is rewritten at the end (its MLLM section reads these
-files). Run folders go to --out; an interrupted run continues from its last checkpoint.
+files). Run folders go to --out; an interrupted run continues from its last checkpoint. A run's
+training record (steps, wall time, loss curves) is stored as docs/results/mllm/training/NAME.json
+as soon as it has trained, so ``--measure-from mllm-dual=mini-mllm`` can later measure the shipped
+copy of the main run on a machine without its run folder.
 
 Everything here is measured; no number is typed in by hand.
 """
@@ -166,6 +169,21 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
     }
 
 
+def _measure_from(pairs: list[str], by_name: dict[str, Run], store: Path, ap: argparse.ArgumentParser) -> dict[str, Path]:
+    """``--measure-from RUN=DIR`` -> {RUN: model folder}; each RUN must have its training record."""
+    from semhitok.cli.model_loading import model_folder
+
+    sources = {}
+    for pair in pairs:
+        name, _, where = pair.partition("=")
+        if name not in by_name or not where:
+            ap.error(f"--measure-from {pair}: expected RUN=DIR with RUN one of {', '.join(by_name)}")
+        if not (store / "training" / f"{name}.json").is_file():
+            ap.error(f"--measure-from {pair}: {store / 'training' / (name + '.json')} is missing (it is written when the run trains)")
+        sources[name] = model_folder(where)
+    return sources
+
+
 def save_grid(images: torch.Tensor, path: Path, per_row: int = 8, scale: int = 2) -> None:
     """(N, 3, S, S) in [0, 1] -> one PNG, ``per_row`` images a row, each enlarged ``scale`` times."""
     from semhitok.evaluation.html import png_bytes
@@ -184,6 +202,11 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=Path("runs/mllm"), help="where the token shards and run folders go")
     ap.add_argument("--only", nargs="+", metavar="RUN", help="train and measure only these runs")
     ap.add_argument("--rerun", nargs="+", default=[], metavar="RUN", help="measure these again even if their JSON exists ('all' for every run)")
+    ap.add_argument(
+        "--measure-from", nargs="+", default=[], metavar="RUN=DIR",
+        help="measure RUN from this MLLM folder or shipped name (e.g. mllm-dual=mini-mllm) instead of its run folder; "
+        "its training record is the training/RUN.json stored when it trained",
+    )
     ap.add_argument("--steps", type=int, help="optimizer steps of every run (default: the config's run.max_steps for the main run, %d for the ablations)" % ABLATION_STEPS)
     ap.add_argument("--llm", help="another causal LM (a Hugging Face folder) in place of the config's smollm2-135m")
     ap.add_argument("--understanding-images", type=int, default=500, help="test images the model answers about")
@@ -211,19 +234,28 @@ def main() -> int:
     store = (args.out / "measured") if args.quick else STORE
     figures = store / "figures"
     store.mkdir(parents=True, exist_ok=True)
+    sources = _measure_from(args.measure_from, by_name, store, ap)
     pending = [r for r in chosen if not (store / f"{r.name}.json").is_file() or {"all", r.name} & set(args.rerun)]
-    tokens = tokenize(args.data, args.out) if pending else None
+    tokens = tokenize(args.data, args.out) if any(r.name not in sources for r in pending) else None
     failed = []
     for run in pending:
-        try:
-            model_dir = train(run, args.out, tokens, args)
-        except subprocess.CalledProcessError as exc:
-            print(f"{run.name}: training failed (exit {exc.returncode}); going on with the other runs", flush=True)
-            failed.append(run.name)
-            continue
+        if run.name in sources:
+            model_dir = sources[run.name]
+        else:
+            try:
+                model_dir = train(run, args.out, tokens, args)
+            except subprocess.CalledProcessError as exc:
+                print(f"{run.name}: training failed (exit {exc.returncode}); going on with the other runs", flush=True)
+                failed.append(run.name)
+                continue
+            # Stored at once: the training record outlives the run folder (a later session can
+            # measure the shipped copy of the model with --measure-from).
+            (store / "training").mkdir(exist_ok=True)
+            (store / "training" / f"{run.name}.json").write_text(json.dumps({**train_info(model_dir.parent), "cpu": cpu_name()}, indent=2) + "\n")
+        trained = json.loads((store / "training" / f"{run.name}.json").read_text())
         metrics = measure(run, model_dir, args.data, args, figures)
-        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides,
-                  "train": train_info(model_dir.parent), "metrics": metrics, "cpu": cpu_name()}
+        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides, "measured_from": str(model_dir),
+                  "train": {k: v for k, v in trained.items() if k != "cpu"}, "train_cpu": trained["cpu"], "metrics": metrics, "cpu": cpu_name()}
         (store / f"{run.name}.json").write_text(json.dumps(record, indent=2) + "\n")
         print(f"{run.name}: {json.dumps(metrics['understanding']['all'])} {json.dumps(metrics['generation'][f'{args.cfg:g}']['all'])}", flush=True)
     if args.quick:

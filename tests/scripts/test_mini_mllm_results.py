@@ -23,7 +23,7 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
            "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "--cfg-sweep", "1", "3"]
     docs_before = (ROOT / "docs" / "results.md").read_text()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
-    measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}
+    measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}  # training/ is a subfolder
     assert set(measured) == {"mllm-dual", "abl-semantic"}
     dual = measured["mllm-dual"]
     assert dual["train"]["steps"] == 2 and dual["overrides"] == []
@@ -43,3 +43,10 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     assert docs_before == (ROOT / "docs" / "results.md").read_text()  # --quick never touches the docs
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert "$ " not in again.stdout  # measured runs are not trained again
+    # the training record outlives the run folder: measure a copy of the model elsewhere
+    assert json.loads((out / "measured" / "training" / "mllm-dual.json").read_text())["steps"] == 2
+    copy = tmp_path / "copy"
+    (out / "mllm-dual" / "model").rename(copy)
+    subprocess.run([*cmd, "--rerun", "mllm-dual", "--measure-from", f"mllm-dual={copy}"], check=True, capture_output=True, text=True)
+    remeasured = json.loads((out / "measured" / "mllm-dual.json").read_text())
+    assert remeasured["measured_from"] == str(copy) and remeasured["train"]["steps"] == 2
