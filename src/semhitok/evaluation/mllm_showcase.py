@@ -14,9 +14,13 @@ from .html import HtmlPage, png_bytes
 from .judge import Judge
 from .mllm_scores import held_out_mask, parse_answer, score_answers, score_verdict
 
-__all__ = ["QUESTION", "mllm_section"]
+__all__ = ["DEMO_TEMPERATURE", "DEMO_TOP_K", "QUESTION", "mllm_section"]
 
 QUESTION = "What is in the image?"
+# The drawings are sampled from the 20 likeliest ids at temperature 0.7: the shipped mini MLLM,
+# trained briefly, spreads probability over many ids, and drawing from all of them at
+# temperature 1 gives patchwork (its model card measures both settings).
+DEMO_TEMPERATURE, DEMO_TOP_K = 0.7, 20
 
 
 def _big(image: Tensor, scale: int = 2) -> bytes:
@@ -37,6 +41,7 @@ def drawing_captions(data: LabelledSplit, count: int) -> tuple[list[str], Tensor
 def mllm_section(
     mm: SemHiTokMLLM, judge: Judge, data: LabelledSplit, page: HtmlPage, *,
     describe: int = 12, draw: int = 12, cfg_scale: float = 3.0, seed: int = 0,
+    temperature: float = DEMO_TEMPERATURE, top_k: int | None = DEMO_TOP_K,
 ) -> dict[str, Any]:
     """Append two sections to ``page`` and return what they measured.
 
@@ -60,13 +65,13 @@ def mllm_section(
     page.cards([(_big(img), [f"truth: {cap}", f"answer: {ans}"]) for img, cap, ans in zip(images, data.captions, answers)], wrong)
 
     captions, index = drawing_captions(data, draw)
-    drawn = mm.generate_images(captions, cfg_scale=cfg_scale, seed=seed).cpu()
+    drawn = mm.generate_images(captions, cfg_scale=cfg_scale, seed=seed, temperature=temperature, top_k=top_k).cpu()
     verdict = judge.judge(drawn)
     held = held_out_mask(data.labels[index], data.colours[index])
     scores = score_verdict(verdict, data.labels[index], data.colours[index])
     page.heading("The mini MLLM draws: images from test captions")
     page.paragraph(
-        f"CFG scale {cfg_scale:g}, temperature 1, seed {seed}; the last {int(held.sum())} captions name colour x class pairs "
+        f"CFG scale {cfg_scale:g}, temperature {temperature:g}, {'top-k ' + str(top_k) if top_k else 'all ids'}, seed {seed}; the last {int(held.sum())} captions name colour x class pairs "
         f"never seen in training. The judge (an independent classifier) names class and colour: right class in "
         f"{round(scores.class_accuracy * len(captions))} of {len(captions)}, right colour in {round(scores.colour_accuracy * len(captions))}.",
         note=True,
