@@ -172,6 +172,8 @@ def ship_mllm(run: Path, data: Path, note: str | None = None, understanding: int
     from semhitok.evaluation.mllm_showcase import DEMO_TEMPERATURE, DEMO_TOP_K, QUESTION
     from semhitok.mllm import SemHiTokMLLM
 
+    from mini_mllm_results import train_info  # beside this script
+
     trained = SemHiTokMLLM.from_pretrained(run / "model")
     if trained.llm_source != "smollm2-135m" or trained.tokenizer_source != "mini-semhitok":
         raise SystemExit(f"{run}: mini-mllm ships on smollm2-135m and mini-semhitok by name, found {trained.llm_source!r} and {trained.tokenizer_source!r}")
@@ -190,9 +192,8 @@ def ship_mllm(run: Path, data: Path, note: str | None = None, understanding: int
     # the same captions drawn from the likeliest ids only, cooler (the demo's setting)
     gk = evaluate_generation(mm, judge, test.captions[:generation], test.labels[:generation], test.colours[:generation], real,
                              cfg_scale=cfg, seed=0, temperature=DEMO_TEMPERATURE, top_k=DEMO_TOP_K)
-    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    wall = run / "wall_seconds.txt"  # written by scripts/mini_mllm_results.py, one line per call
-    minutes = f"{sum(float(x) for x in wall.read_text().split()) / 60:.0f}" if wall.is_file() else "not recorded"
+    trained_info = train_info(run)  # steps, last loss, wall time (scripts/mini_mllm_results.py records it)
+    minutes = f"{trained_info['wall_seconds'] / 60:.0f}" if trained_info["wall_seconds"] is not None else "not recorded"
     c = mm.config
     data_cfg = yaml.safe_load((run / "config.yaml").read_text())["data"]
     lora = f" and LoRA of rank {c.lora_rank} (alpha {c.lora_alpha:g}) in every attention and MLP projection" if c.train == "lora" else ""
@@ -213,7 +214,7 @@ is the default model of `semhitok generate "a blue sneaker" -o OUT` and `semhito
 - Data: the `train` split of colour Fashion-MNIST (the colour x class pairs held out of training
   stay out): half understanding samples (a question about the image -> its caption), half generation
   samples (caption -> 64 image ids), {100 * data_cfg['uncond_prob']:g}% of captions swapped for the unconditional token.
-- Run: `configs/mini/mllm.yaml`, {lines[-1]['step']} steps of {data_cfg['batch_size']} samples, {minutes} min on 2 cores of an {cpu_name()}; last loss {lines[-1]['loss']:.3f}.
+- Run: `configs/mini/mllm.yaml`, {trained_info['steps']} steps of {data_cfg['batch_size']} samples, {minutes} min on 2 cores of an {cpu_name()}; last loss {trained_info['last_loss']:.3f}.
 {note}
 Measured by `scripts/ship_mini_models.py` on this folder, `test` split (never seen in training),
 judged by the shipped independent classifier `mini-judge`:
