@@ -27,9 +27,9 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     assert set(measured) == {"mllm-dual", "abl-semantic"}
     dual = measured["mllm-dual"]
     assert dual["train"]["steps"] == 2 and dual["overrides"] == []
-    assert measured["abl-semantic"]["overrides"] == ["mllm.adapter=semantic"]
+    assert measured["abl-semantic"]["overrides"] == ["data.mix.understanding=1.0", "data.mix.generation=0.0", "mllm.adapter=semantic"]
     assert set(dual["metrics"]["generation"]) >= {"1", "3"}  # the main run sweeps the CFG scale
-    assert set(measured["abl-semantic"]["metrics"]["generation"]) >= {"3"} and "1" not in measured["abl-semantic"]["metrics"]["generation"]
+    assert measured["abl-semantic"]["metrics"]["generation"] == {} and not measured["abl-semantic"]["draws"]  # understanding only
     u = dual["metrics"]["understanding"]["all"]
     assert u["answers"] == 8 and 0 <= u["class_accuracy"] <= 1
     g = dual["metrics"]["generation"]["3"]["all"]
@@ -39,6 +39,7 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     row = next(line for line in report.splitlines() if line.startswith("| main run: Dual-MLP (shipped as mini-mllm) |") and "%" in line)
     assert f"{100 * u['class_accuracy']:.1f}%" in row
     assert "| plain embedding table | not run yet" in report
+    assert "| semantic codes only (MLP on z_q) | not trained to draw |" in report
     assert "(measured/figures/mllm-dual-generated.png)" in report
     assert docs_before == (ROOT / "docs" / "results.md").read_text()  # --quick never touches the docs
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)
