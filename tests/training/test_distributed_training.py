@@ -62,8 +62,20 @@ def test_two_rank_stage2_with_gan_and_accumulation_matches_one_rank(tmp_path, ph
     state_ddp = load_checkpoint(list_checkpoints(tmp_path / "ddp")[-1].path, ddp)
     state_single = load_checkpoint(list_checkpoints(tmp_path / "single")[-1].path, single)
     assert state_ddp["step"] == 3
-    for (name, a), b in zip(ddp.state_dict().items(), single.state_dict().values()):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+    # Compared tensor by tensor as a norm, against how far training moved the tensor: AdamW turns
+    # a float-noise change of a near-zero gradient element into a visible change of that one
+    # weight (machine-dependent, seen at 1e-5 on one CPU), while the whole tensor stays at the
+    # noise floor (~1e-5 of its movement here). A real DDP error moves whole tensors: leaving the
+    # rank-average out of the adaptive GAN weight gives up to 5e-2 of the movement.
+    start = SemHiTok.from_pretrained(tmp_path / "s1" / "model")
+    for (name, a), b, s in zip(ddp.state_dict().items(), single.state_dict().values(), start.state_dict().values()):
+        moved = (b.double() - s.double()).norm().item()
+        if not a.is_floating_point() or moved == 0.0:
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # untouched: identical
+            continue
+        off = (a.double() - b.double()).norm().item()
+        worst = (a - b).abs().max().item()
+        assert off <= 1e-3 * moved, f"{name}: DDP differs from one process by {off:.3g} (one weight by {worst:.3g}), training moved it by {moved:.3g}"
     # Adam divides by sqrt(v): on the discriminator's near-zero gradients (~1e-9, against eps 1e-8)
     # float noise moves a weight by a few % of one lr-sized step (seen: 2.5e-5 at lr 1e-3). A
     # discriminator trained on another batch differs by whole steps (~1e-3), far beyond 1e-4.
