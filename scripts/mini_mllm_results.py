@@ -8,7 +8,8 @@ those tokens, and scores each finished model on the test split with the shipped 
 (never the teacher): understanding (class and colour words of its answers), generation (the
 judge's class and colour verdicts on images drawn from test captions, and the Fréchet distance of
 its features to real test images), the same on captions of the colour x class pairs held out of
-training (composition), and, for the main run, all of it against the CFG scale. Each measured run
+training (composition), the teacher-forced NLL of real test images' ids after their captions, and,
+for the main run, all of it against the CFG scale. Each measured run
 is stored as docs/results/mllm/NAME.json (a run whose JSON exists is not trained or measured again
 unless --rerun names it); docs/results.md is rewritten at the end (its MLLM section reads these
 files). Run folders go to --out; an interrupted run continues from its last checkpoint. A run's
@@ -51,6 +52,7 @@ class Run:
     steps: int | None = None  # None: the config's run.max_steps
     cfg_sweep: bool = False  # score generation at every scale of --cfg-sweep (else at --cfg only)
     draws: bool = True  # trained on generation samples, so its drawing is scored
+    reads: bool = True  # trained on understanding samples, so its reading is scored
 
 
 ABLATION_STEPS = 300  # a third of the main run: four ablation runs cost about what the main run does
@@ -59,6 +61,11 @@ ABLATION_STEPS = 300  # a third of the main run: four ablation runs cost about w
 # (class 13.6%, colour 7.8% on 500 test images; measured 2026-12-02): the main run only starts to
 # read past ~400 steps, i.e. ~200 steps' worth of understanding samples.
 UNDERSTANDING_ONLY = ["data.mix.understanding=1.0", "data.mix.generation=0.0"]
+# Tab. 7's adapters once more for drawing, on generation samples only. Judged drawings of the main
+# run are still near chance after 900 steps, so the image-id NLL of real test images is the
+# measure that separates them here; 200 steps keep the three runs to about an hour on 2 cores.
+GENERATION_STEPS = 200
+GENERATION_ONLY = ["data.mix.understanding=0.0", "data.mix.generation=1.0"]
 
 
 def runs() -> list[Run]:
@@ -71,6 +78,10 @@ def runs() -> list[Run]:
         Run("abl-single", [*UNDERSTANDING_ONLY, "mllm.adapter=single"], ABLATION_STEPS, draws=False),
         Run("abl-table", [*UNDERSTANDING_ONLY, "mllm.adapter=table"], ABLATION_STEPS, draws=False),
         Run("abl-semantic", [*UNDERSTANDING_ONLY, "mllm.adapter=semantic"], ABLATION_STEPS, draws=False),
+        # Tab. 7's adapters for drawing (the semantic-only adapter cannot draw: the pixel codes are its input's missing half)
+        Run("gen-dual", GENERATION_ONLY, GENERATION_STEPS, reads=False),
+        Run("gen-single", [*GENERATION_ONLY, "mllm.adapter=single"], GENERATION_STEPS, reads=False),
+        Run("gen-table", [*GENERATION_ONLY, "mllm.adapter=table"], GENERATION_STEPS, reads=False),
     ]
 
 
@@ -149,10 +160,13 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
     real = judge.judge(images[: args.reference_images]).features
 
     n_u, n_g = args.understanding_images, args.generation_images
-    u = evaluate_understanding(mm, images[:n_u], test.labels[:n_u], test.colours[:n_u], QUESTION)
-    examples = [{"caption": c, "answer": a} for c, a in zip(test.captions[:16], u.answers[:16])]
     held_idx = held.nonzero().flatten()[: args.held_out_images]
-    u_held = evaluate_understanding(mm, images[held_idx], test.labels[held_idx], test.colours[held_idx], QUESTION)
+    understanding = None
+    if run.reads:
+        u = evaluate_understanding(mm, images[:n_u], test.labels[:n_u], test.colours[:n_u], QUESTION)
+        examples = [{"caption": c, "answer": a} for c, a in zip(test.captions[:16], u.answers[:16])]
+        u_held = evaluate_understanding(mm, images[held_idx], test.labels[held_idx], test.colours[held_idx], QUESTION)
+        understanding = {"all": u.scores.to_dict(), "held_out": u_held.scores.to_dict(), "question": QUESTION, "examples": examples}
 
     scales = args.cfg_sweep if run.cfg_sweep else [args.cfg] if run.draws else []
     generation: dict[str, Any] = {}
@@ -167,12 +181,29 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
             generation["captions"] = test.captions[: min(32, n_g)]
             generation["held_out_captions"] = [test.captions[i] for i in held_idx[:16]]
     return {
-        "understanding": {"all": u.scores.to_dict(), "held_out": u_held.scores.to_dict(), "question": QUESTION, "examples": examples},
+        "understanding": understanding,
         "generation": generation,
+        "image_nll": image_nll(mm, data, args) if run.draws else None,
         "cfg": args.cfg,
         "seed": args.seed,
         "reference_images": len(real),
     }
+
+
+def image_nll(mm: Any, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Teacher-forced NLL per image id of real test images after their captions (all, held-out pairs)."""
+    from semhitok.data.colour_fashion import load_split
+    from semhitok.evaluation.mllm_eval import evaluate_image_nll
+    from semhitok.evaluation.mllm_scores import held_out_mask
+
+    test = load_split(data, "test")
+    images, n = test.float_images(), args.nll_images
+    held_idx = held_out_mask(test.labels, test.colours).nonzero().flatten()[: args.held_out_images]
+    result = {}
+    for key, idx in (("all", torch.arange(min(n, len(images)))), ("held_out", held_idx)):
+        e = evaluate_image_nll(mm, images[idx], [test.captions[i] for i in idx.tolist()])
+        result[key] = {"nll": e.mean, "se": e.standard_error, "images": len(idx)}
+    return result
 
 
 def _measure_from(pairs: list[str], by_name: dict[str, Run], store: Path, ap: argparse.ArgumentParser) -> dict[str, Path]:
@@ -217,9 +248,11 @@ def main() -> int:
     ap.add_argument("--llm", help="another causal LM (a Hugging Face folder) in place of the config's smollm2-135m")
     ap.add_argument("--understanding-images", type=int, default=500, help="test images the model answers about")
     # Drawing costs about 1.4 s an image with CFG on 2 cores (64 ids, 2 rows each): the main run's
-    # sweep draws 5 x (200 + 100) images, about 35 min; the ablations do not draw.
+    # sweep draws 5 x (200 + 100) images, about 35 min; each drawing ablation (200 + 100) about 7
+    # min; the reading ablations do not draw.
     ap.add_argument("--generation-images", type=int, default=200, help="test captions the model draws from")
-    ap.add_argument("--held-out-images", type=int, default=100, help="test items of held-out colour x class pairs, for both")
+    ap.add_argument("--held-out-images", type=int, default=100, help="test items of held-out colour x class pairs, for all three")
+    ap.add_argument("--nll-images", type=int, default=500, help="test images whose ids' NLL after their captions is measured")
     ap.add_argument("--reference-images", type=int, default=2000, help="real test images, the reference of the FD")
     ap.add_argument("--cfg", type=float, default=3.0, help="guidance scale of every run's generation scores")
     ap.add_argument("--cfg-sweep", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0, 7.0], help="scales for the main run")
@@ -229,7 +262,7 @@ def main() -> int:
     if args.cfg not in args.cfg_sweep:
         ap.error(f"--cfg {args.cfg:g} must be one of --cfg-sweep")
     if args.quick:
-        args.understanding_images = args.generation_images = args.held_out_images = 8
+        args.understanding_images = args.generation_images = args.held_out_images = args.nll_images = 8
         args.reference_images = 64
     all_runs = runs()
     by_name = {r.name: r for r in all_runs}
@@ -260,11 +293,27 @@ def main() -> int:
             (store / "training" / f"{run.name}.json").write_text(json.dumps({**train_info(model_dir.parent), "cpu": cpu_name()}, indent=2) + "\n")
         trained = json.loads((store / "training" / f"{run.name}.json").read_text())
         metrics = measure(run, model_dir, args.data, args, figures)
-        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides, "draws": run.draws, "measured_from": str(model_dir),
+        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides, "draws": run.draws, "reads": run.reads, "measured_from": str(model_dir),
                   "train": {k: v for k, v in trained.items() if k != "cpu"}, "train_cpu": trained["cpu"], "metrics": metrics, "cpu": cpu_name()}
         (store / f"{run.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        read = (metrics["understanding"] or {}).get("all", "not trained to read")
         drawn = metrics["generation"].get(f"{args.cfg:g}", {}).get("all", "not trained to draw")
-        print(f"{run.name}: {json.dumps(metrics['understanding']['all'])} {json.dumps(drawn)}", flush=True)
+        print(f"{run.name}: {json.dumps(read)} {json.dumps(drawn)}", flush=True)
+    for run in chosen:  # records measured before the image NLL existed get it added (it is cheap)
+        path = store / f"{run.name}.json"
+        record = json.loads(path.read_text()) if path.is_file() else None
+        if record is None or not run.draws or record["metrics"].get("image_nll") is not None:
+            continue
+        model_dir = sources.get(run.name) or args.out / run.name / "model"
+        if not (model_dir / "mllm_config.json").is_file():
+            print(f"{run.name}: no image NLL yet; measure it with --measure-from {run.name}=DIR", flush=True)
+            continue
+        from semhitok.mllm import SemHiTokMLLM
+
+        record["metrics"]["image_nll"] = image_nll(SemHiTokMLLM.from_pretrained(model_dir).eval(), args.data, args)
+        record["image_nll_measured_from"] = str(model_dir)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"{run.name}: image NLL {json.dumps(record['metrics']['image_nll'])}", flush=True)
     if args.quick:
         from mini_mllm_report import mllm_section  # beside this script
 

@@ -11,7 +11,7 @@ import torch
 
 from semhitok.data.colour_fashion import load_split
 from semhitok.evaluation.judge import Judge
-from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_understanding
+from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_image_nll, evaluate_understanding
 from semhitok.evaluation.mllm_scores import held_out_mask
 from semhitok.mllm import SemHiTokMLLM
 from semhitok.pretrained import pretrained_path
@@ -60,3 +60,30 @@ def test_train_then_answer_draw_and_score(trained):
     # the same seed draws the same images, whatever else ran in between
     again = evaluate_generation(mm, judge, test.captions, test.labels, test.colours, real, cfg_scale=3.0, seed=5, batch_size=8, progress=False)
     assert torch.equal(again.images, g.images) and again.scores == g.scores
+
+
+def test_image_nll_matches_a_sample_by_sample_log_softmax(trained):
+    """The batched, padded teacher-forced NLL equals -log softmax over the joint vocabulary at each
+    image id and <eoi> of each caption's own unpadded sequence, averaged over those ids."""
+    mm = SemHiTokMLLM.from_pretrained(trained).eval()
+    test = load_split(SLICE, "test", limit=5)
+    captions = [*test.captions[:4], "a very long caption that pads the others " * 2]
+    images = test.float_images()
+    got = evaluate_image_nll(mm, images, captions, batch_size=3, progress=False)
+
+    nlls = []
+    with torch.no_grad():
+        for image, caption in zip(images, captions):
+            ids = mm.tokenizer.encode(image[None]).ids[0].flatten()
+            seq = mm.format.generation(caption, ids)
+            input_ids = torch.tensor([seq.input_ids])
+            mask = torch.ones_like(input_ids)
+            hidden = mm.hidden_states(mm.embed(input_ids), mask, torch.arange(input_ids.shape[1])[None])[0]
+            logp = torch.log_softmax(mm.joint_logits(hidden).float(), dim=-1)
+            labels = torch.tensor(seq.labels)
+            at = (labels[1:] != -100).nonzero().flatten()  # position t predicts label t + 1
+            assert len(at) == ids.numel() + 1  # the ids and <eoi>
+            nlls.append(-logp[at, labels[1:][at]])
+    assert got.mean == pytest.approx(float(torch.cat(nlls).mean()), rel=1e-5)
+    torch.testing.assert_close(got.per_image, torch.stack([n.mean() for n in nlls]), rtol=1e-5, atol=0)
+    assert got.standard_error == pytest.approx(float(got.per_image.std()) / 5**0.5)

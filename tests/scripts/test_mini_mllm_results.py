@@ -20,16 +20,22 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     text_tokenizer_factory().save_pretrained(tmp_path / "llm")
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "mini_mllm_results.py"), "--data", str(SLICE), "--out", str(out), "--quick",
-           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "--cfg-sweep", "1", "3"]
+           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "gen-single", "--cfg-sweep", "1", "3"]
     docs_before = (ROOT / "docs" / "results.md").read_text()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}  # training/ is a subfolder
-    assert set(measured) == {"mllm-dual", "abl-semantic"}
+    assert set(measured) == {"mllm-dual", "abl-semantic", "gen-single"}
     dual = measured["mllm-dual"]
     assert dual["train"]["steps"] == 2 and dual["overrides"] == []
     assert measured["abl-semantic"]["overrides"] == ["data.mix.understanding=1.0", "data.mix.generation=0.0", "mllm.adapter=semantic"]
     assert set(dual["metrics"]["generation"]) >= {"1", "3"}  # the main run sweeps the CFG scale
     assert measured["abl-semantic"]["metrics"]["generation"] == {} and not measured["abl-semantic"]["draws"]  # understanding only
+    assert measured["abl-semantic"]["metrics"]["image_nll"] is None
+    drawer = measured["gen-single"]  # generation only: drawn and its NLL measured, never asked to read
+    assert drawer["overrides"] == ["data.mix.understanding=0.0", "data.mix.generation=1.0", "mllm.adapter=single"]
+    assert drawer["metrics"]["understanding"] is None and not drawer["reads"] and set(drawer["metrics"]["generation"]) >= {"3"}
+    nll = drawer["metrics"]["image_nll"]
+    assert nll["all"]["images"] == 8 and 0 < nll["all"]["nll"] and nll["all"]["se"] > 0
     u = dual["metrics"]["understanding"]["all"]
     assert u["answers"] == 8 and 0 <= u["class_accuracy"] <= 1
     g = dual["metrics"]["generation"]["3"]["all"]
@@ -39,7 +45,8 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     row = next(line for line in report.splitlines() if line.startswith("| main run: Dual-MLP (shipped as mini-mllm) |") and "%" in line)
     assert f"{100 * u['class_accuracy']:.1f}%" in row
     assert "| plain embedding table | not run yet" in report
-    assert "| semantic codes only (MLP on z_q) | not trained to draw |" in report
+    assert "| plain embedding table, drawing only | not run yet" in report
+    assert f"{nll['all']['nll']:.3f} ± {nll['all']['se']:.3f}" in report
     assert "(measured/figures/mllm-dual-generated.png)" in report
     assert docs_before == (ROOT / "docs" / "results.md").read_text()  # --quick never touches the docs
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)

@@ -3,6 +3,9 @@
 Understanding: the model answers a question about each test image; the class and colour words of
 its answers are scored. Generation: the model draws one image per test caption; the judge scores
 the drawings, on all captions and on those naming a held-out colour x class pair (composition).
+Generation likelihood: the mean negative log-likelihood the model gives the real test images'
+tokens after their captions (teacher-forced), a measure of drawing that does not depend on sampling
+and stays informative while the drawings are still at chance for the judge.
 """
 
 from __future__ import annotations
@@ -15,11 +18,14 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..mllm import SemHiTokMLLM
+from ..mllm.collate import MLLMCollator, MLLMExample
+from ..mllm.loss import IGNORE_INDEX, chunked_nll, shifted_targets
 from ..mllm.model import DEFAULT_QUESTION
+from ..mllm.sampling import positions
 from .judge import Judge
 from .mllm_scores import GenerationScores, UnderstandingScores, held_out_mask, score_answers, score_images
 
-__all__ = ["GenerationEval", "UnderstandingEval", "evaluate_generation", "evaluate_understanding"]
+__all__ = ["GenerationEval", "ImageNLLEval", "UnderstandingEval", "evaluate_generation", "evaluate_image_nll", "evaluate_understanding"]
 
 
 @dataclass
@@ -73,3 +79,46 @@ def evaluate_generation(
     held = held_out_mask(labels, colours)
     held_scores = score_images(judge, images[held], labels[held], colours[held], real_features) if held.any() else None
     return GenerationEval(score_images(judge, images, labels, colours, real_features), held_scores, images)
+
+
+@dataclass
+class ImageNLLEval:
+    """Teacher-forced NLL of real images' ids after their captions, in nats per id.
+
+    Attributes:
+        mean: over every id of every image (each image has the same h*w + 1 ids).
+        per_image: (N,) each image's mean; ``per_image.std() / sqrt(N)`` is the standard error of ``mean``.
+    """
+
+    mean: float
+    per_image: Tensor
+
+    @property
+    def standard_error(self) -> float:
+        n = len(self.per_image)
+        return float(self.per_image.std() / n**0.5) if n > 1 else float("nan")
+
+
+@torch.no_grad()
+def evaluate_image_nll(mm: SemHiTokMLLM, images: Tensor, captions: Sequence[str], batch_size: int = 32, progress: bool = True) -> ImageNLLEval:
+    """NLL per image id of real images given their captions: float images (N, 3, S, S) in [0, 1]
+    are tokenized with the model's SemHiTok and scored teacher-forced as generation samples
+    (caption -> ``<boi>`` ids ``<eoi>``; ``<eoi>`` counts as one more id) with no unconditional
+    swap. ``exp(mean)`` is the perplexity over the ``K*m`` image ids."""
+    if len(images) != len(captions) or len(images) == 0:
+        raise ValueError(f"need as many captions as images (at least one), got {len(captions)} and {len(images)}")
+    collate = MLLMCollator(mm.format, uncond_prob=0.0)
+    device = next(mm.adapter.parameters()).device
+    per_image = []
+    for start in tqdm(range(0, len(images), batch_size), desc="image NLL", unit="batch", disable=not progress or None, leave=False):
+        ids = mm.tokenizer.encode(images[start : start + batch_size].to(device)).ids.cpu()
+        batch = collate([MLLMExample("generation", c, image_ids=i) for c, i in zip(captions[start : start + batch_size], ids)]).to(device)
+        hidden = mm.hidden_states(mm.embed(batch.input_ids), batch.attention_mask, positions(batch.attention_mask))
+        targets = shifted_targets(batch.labels)
+        keep = targets != IGNORE_INDEX
+        nll = chunked_nll(hidden[keep], targets[keep], mm.joint_logits, mm.config.loss_chunk).float()
+        rows = keep.nonzero()[:, 0]
+        sums = torch.zeros(len(ids), device=nll.device).index_add_(0, rows, nll)
+        per_image.append((sums / keep.sum(dim=1)).cpu())
+    per = torch.cat(per_image)
+    return ImageNLLEval(float(per.mean()), per)
