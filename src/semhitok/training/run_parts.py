@@ -168,10 +168,12 @@ class RunLogger:
         self.bar.set_postfix(short, refresh=False)
         if not force:
             return
+        # NaN marks a mean over nothing (the text NLL of a generation-only batch): null in the
+        # file, no point in TensorBoard, "-" on the console.
         self.file.write(json.dumps({k: (v if math.isfinite(v) else None) for k, v in metrics.items()}) + "\n")
         self.file.flush()
         for key, value in metrics.items():
-            if key != "step":
+            if key != "step" and math.isfinite(value):
                 self.writer.add_scalar(key, value, step)
         if self.quiet:
             print(f"step {step} " + " ".join(f"{k}={v}" for k, v in short.items()), flush=True)
@@ -184,4 +186,6 @@ class RunLogger:
 
 
 def _fmt(v: float) -> str:
+    if math.isnan(v):
+        return "-"
     return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
