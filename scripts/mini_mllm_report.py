@@ -52,7 +52,7 @@ def mllm_section(store: Path, docs: Path) -> list[str]:
         "pre-tokenized training split, with the overrides in `scripts/mini_mllm_results.py`: the main run",
         "for the config's steps; four reading ablations (Tab. 7's adapters and the semantic codes alone)",
         "for a shorter schedule on understanding samples only, the same for all four; and Tab. 7's three",
-        "adapters once more on generation samples only, for a still shorter schedule, the same for all three:",
+        "adapters once more on generation samples only, for the same schedule, the same for all three:",
         "",
         "```bash",
         "semhitok data colour-fashion-mnist -o DATA   # ~3 min",
