@@ -78,6 +78,7 @@ def mllm_section(store: Path, docs: Path) -> list[str]:
     lines += _generation(rec)
     lines += _cfg_sweep(rec.get(MAIN), docs)
     lines += _pictures(rec.get(MAIN), store, docs)
+    lines += _drawing_ablation_pictures(rec, store, docs)
     return lines
 
 
@@ -269,20 +270,41 @@ def _pictures(r: dict[str, Any] | None, store: Path, docs: Path) -> list[str]:
     return lines
 
 
+def _drawing_ablation_pictures(rec: dict[str, Any], store: Path, docs: Path) -> list[str]:
+    """The drawing ablations' images for the same test captions, one grid per adapter: the judge's
+    verdicts count a colour or class named right, which a few patches can earn; look as well."""
+    figures = store / "figures"
+    shown = [(name, label) for name, label in DRAWING_ABLATIONS.items() if name in rec and (figures / f"{name}-generated.png").is_file()]
+    if not shown:
+        return []
+    rel = figures.resolve().relative_to(docs.resolve())
+    captions = rec[shown[0][0]]["metrics"]["generation"].get("captions", [])
+    lines = ["## Pictures (drawing ablations)", "",
+             "The same test captions as the main run's pictures above, at CFG scale "
+             f"{rec[shown[0][0]]['metrics']['cfg']:g}, one grid per input adapter; captions, row by row: " + "; ".join(captions) + ".", ""]
+    for name, label in shown:
+        lines += [f"{label}:", "", f"![{label}]({rel}/{name}-generated.png)", ""]
+    return lines
+
+
 def _loss_figure(rec: dict[str, Any], target: Path) -> Path | None:
+    """Image-id NLL (main run and drawing ablations) and text NLL (main run and reading ablations)
+    against the step; each run keeps one colour in both panels, each panel names its own runs."""
     curves = {n: rec[n]["train"].get("curve") for n in LABELS if n in rec and rec[n]["train"].get("curve")}
     if not curves:
         return None
     plt = pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3), dpi=100)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4), dpi=100)
+    colours = {name: f"C{i}" for i, name in enumerate(LABELS)}
     for name, curve in curves.items():
         for axis, key in ((a, "image_nll"), (b, "text_nll")):
-            points = [(p["step"], p[key]) for p in curve if p.get(key) is not None]  # understanding-only runs have no image NLL
+            points = [(p["step"], p[key]) for p in curve if p.get(key) is not None]  # a run trained on one task has no NLL of the other
             if points:
-                axis.plot(*zip(*points), label=LABELS[name])
+                axis.plot(*zip(*points), label=LABELS[name], color=colours[name])
     a.set(xlabel="step", ylabel="image-id NLL (nats)")
     b.set(xlabel="step", ylabel="text NLL (nats)")
-    b.legend(fontsize=7)
+    a.legend(fontsize=6)
+    b.legend(fontsize=6)
     return save_figure(fig, target)
 
 
