@@ -200,7 +200,7 @@ def _understanding(rec: dict[str, Any]) -> list[str]:
 def _generation(rec: dict[str, Any]) -> list[str]:
     first = next(iter(rec.values()))["metrics"]
     cfg = f"{first['cfg']:g}"
-    drawn = [r["metrics"] for r in rec.values() if cfg in r["metrics"]["generation"]]
+    drawn = {name: r["metrics"] for name, r in rec.items() if cfg in r["metrics"]["generation"]}
     lines = [
         f"## Generation (CFG scale {cfg})",
         "",
@@ -220,13 +220,13 @@ def _generation(rec: dict[str, Any]) -> list[str]:
                      f"{nh} | {_pct(h['class_accuracy'])} | {_pct(h['colour_accuracy'])} | {_pct(h['pair_accuracy'])} | {_num(h['fd'])} |")
     lines.append("")
     if drawn:
-        counts = {LABELS.get(n, n): r["metrics"]["generation"][cfg]["all"]["images"] for n, r in rec.items() if cfg in r["metrics"]["generation"]}
+        counts = {LABELS.get(n, n): m["generation"][cfg]["all"]["images"] for n, m in drawn.items()}
         usual = max(set(counts.values()), key=list(counts.values()).count)
         odd = [f"{n} for the {label}" for label, n in counts.items() if n != usual]
         said = f"{usual} test captions drawn" + (f" ({', '.join(odd)})" if odd else "")
         measured = [r["metrics"]["image_nll"]["all"]["images"] for r in rec.values() if r["metrics"].get("image_nll")]
         nll_note = f"; image NLL (± one standard error) on the first {measured[0]} test images" if measured else ""
-        lines += [f"{said}; FD against {drawn[0]['reference_images']} real test images in the judge's feature space{nll_note}.",
+        lines += [f"{said}; FD against {next(iter(drawn.values()))['reference_images']} real test images in the judge's feature space{nll_note}.",
                   "The main run trains on both tasks for more steps; the drawing ablations are compared with each other.", ""]
     if any(not r.get("draws", True) for r in rec.values()):
         lines += ["The reading ablations train on understanding samples only and are not asked to draw.", ""]

@@ -30,11 +30,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from script_common import cpu_name  # beside this script
+
+if TYPE_CHECKING:
+    from semhitok.data.colour_fashion import LabelledSplit
+    from semhitok.mllm import SemHiTokMLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "src" / "semhitok" / "configs" / "mini" / "mllm.yaml"
@@ -182,22 +186,18 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
     return {
         "understanding": understanding,
         "generation": generation,
-        "image_nll": image_nll(mm, data, args) if run.draws else None,
+        "image_nll": image_nll(mm, test, images, held_idx, args.nll_images) if run.draws else None,
         "cfg": args.cfg,
         "seed": args.seed,
         "reference_images": len(real),
     }
 
 
-def image_nll(mm: Any, data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Teacher-forced NLL per image id of real test images after their captions (all, held-out pairs)."""
-    from semhitok.data.colour_fashion import load_split
+def image_nll(mm: SemHiTokMLLM, test: LabelledSplit, images: torch.Tensor, held_idx: torch.Tensor, n: int) -> dict[str, Any]:
+    """Teacher-forced NLL per image id of real test images after their captions: the first ``n``
+    of the split's ``images``, and those at ``held_idx`` (held-out pairs)."""
     from semhitok.evaluation.mllm_eval import evaluate_image_nll
-    from semhitok.evaluation.mllm_scores import held_out_mask
 
-    test = load_split(data, "test")
-    images, n = test.float_images(), args.nll_images
-    held_idx = held_out_mask(test.labels, test.colours).nonzero().flatten()[: args.held_out_images]
     result = {}
     for key, idx in (("all", torch.arange(min(n, len(images)))), ("held_out", held_idx)):
         e = evaluate_image_nll(mm, images[idx], [test.captions[i] for i in idx.tolist()])
@@ -298,6 +298,7 @@ def main() -> int:
         read = (metrics["understanding"] or {}).get("all", "not trained to read")
         drawn = metrics["generation"].get(f"{args.cfg:g}", {}).get("all", "not trained to draw")
         print(f"{run.name}: {json.dumps(read)} {json.dumps(drawn)}", flush=True)
+    test = None  # the test split, loaded once if a record needs its image NLL
     for run in chosen:  # records measured before the image NLL existed get it added (it is cheap)
         path = store / f"{run.name}.json"
         record = json.loads(path.read_text()) if path.is_file() else None
@@ -307,9 +308,15 @@ def main() -> int:
         if not (model_dir / "mllm_config.json").is_file():
             print(f"{run.name}: no image NLL yet; measure it with --measure-from {run.name}=DIR", flush=True)
             continue
+        from semhitok.data.colour_fashion import load_split
+        from semhitok.evaluation.mllm_scores import held_out_mask
         from semhitok.mllm import SemHiTokMLLM
 
-        record["metrics"]["image_nll"] = image_nll(SemHiTokMLLM.from_pretrained(model_dir).eval(), args.data, args)
+        if test is None:
+            test = load_split(args.data, "test")
+            images = test.float_images()
+            held_idx = held_out_mask(test.labels, test.colours).nonzero().flatten()[: args.held_out_images]
+        record["metrics"]["image_nll"] = image_nll(SemHiTokMLLM.from_pretrained(model_dir).eval(), test, images, held_idx, args.nll_images)
         record["image_nll_measured_from"] = str(model_dir)
         path.write_text(json.dumps(record, indent=2) + "\n")
         print(f"{run.name}: image NLL {json.dumps(record['metrics']['image_nll'])}", flush=True)
