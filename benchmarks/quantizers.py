@@ -60,6 +60,12 @@ TIE_RTOL = 1e-5
 
 MIB = 1024 * 1024
 
+# The peer version BENCHMARKS.md was measured with, and the one the `bench` extra pins. Other
+# versions start from other initial EMA statistics (1.34 starts N_k = S_k = 0) and run other code,
+# so their numbers would not be comparable: the script refuses them in one line.
+PEER = "vector-quantize-pytorch"
+PEER_VERSION = "1.32.0"
+
 
 # --------------------------------------------------------------------------------------------
 # memory measurement
@@ -67,6 +73,17 @@ MIB = 1024 * 1024
 
 # --------------------------------------------------------------------------------------------
 # the contenders
+
+
+def peer_problem() -> str | None:
+    """Why the installed peer cannot be measured (one line), or None."""
+    try:
+        found = metadata.version(PEER)
+    except metadata.PackageNotFoundError:
+        return f"{PEER} is not installed; install the measured version: pip install {PEER}=={PEER_VERSION}"
+    if found != PEER_VERSION:
+        return f"{PEER} {found} is installed, but this benchmark is measured with {PEER_VERSION}; pip install {PEER}=={PEER_VERSION}"
+    return None
 
 
 def make_peer():
@@ -521,6 +538,10 @@ def main(argv: list[str] | None = None) -> int:
     parts = set(args.parts.upper())
     if not parts or parts - set("ABC"):
         ap.error("--parts takes letters from A, B, C")
+    problem = peer_problem() if "A" in parts else None
+    if problem is not None:
+        print(f"quantizers.py: {problem}", file=sys.stderr)
+        return 2
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
