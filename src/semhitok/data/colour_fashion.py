@@ -48,6 +48,7 @@ __all__ = [
     "background_images",
     "build_colour_fashion_mnist",
     "caption_for",
+    "caption_variants",
     "colour_distance_matrix",
     "load_split",
     "render_item",
@@ -123,6 +124,18 @@ def caption_for(label: int, colour: int, template: int) -> str:
     text = TEMPLATES[template].format(colour=COLOUR_NAMES[colour], cls=CLASS_NAMES[label])
     # Templates are written with "a"; fix it when the colour starts with a vowel ("an orange coat").
     return text.replace(f"a {COLOUR_NAMES[colour]}", _with_article(COLOUR_NAMES[colour]), 1)
+
+
+def caption_variants(caption: str, label: int, colour: int) -> dict[tuple[int, int], str]:
+    """Every ``(class, colour)`` pair's caption in the template that ``caption`` was written in.
+
+    Raises:
+        ValueError: ``caption`` is not one of the templates' captions of ``label`` and ``colour``.
+    """
+    for template in range(len(TEMPLATES)):
+        if caption_for(label, colour, template) == caption:
+            return {(k, c): caption_for(k, c, template) for k in range(len(CLASS_NAMES)) for c in range(len(COLOUR_NAMES))}
+    raise ValueError(f"caption {caption!r} is no template's caption of class {label} and colour {colour}")
 
 
 def split_sources(split: str, n_train_file: int) -> np.ndarray:

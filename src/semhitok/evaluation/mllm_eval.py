@@ -18,10 +18,8 @@ from torch import Tensor
 from tqdm import tqdm
 
 from ..mllm import SemHiTokMLLM
-from ..mllm.collate import MLLMCollator, MLLMExample
-from ..mllm.loss import IGNORE_INDEX, chunked_nll, shifted_targets
 from ..mllm.model import DEFAULT_QUESTION
-from ..mllm.sampling import positions
+from .caption_following import image_token_nll
 from .judge import Judge
 from .mllm_scores import GenerationScores, UnderstandingScores, held_out_mask, score_answers, score_images
 
@@ -99,7 +97,6 @@ class ImageNLLEval:
         return float(self.per_image.std() / n**0.5) if n > 1 else float("nan")
 
 
-@torch.no_grad()
 def evaluate_image_nll(mm: SemHiTokMLLM, images: Tensor, captions: Sequence[str], batch_size: int = 32, progress: bool = True) -> ImageNLLEval:
     """NLL per image id of real images given their captions: float images (N, 3, S, S) in [0, 1]
     are tokenized with the model's SemHiTok and scored teacher-forced as generation samples
@@ -107,18 +104,8 @@ def evaluate_image_nll(mm: SemHiTokMLLM, images: Tensor, captions: Sequence[str]
     swap. ``exp(mean)`` is the perplexity over the ``K*m`` image ids."""
     if len(images) != len(captions) or len(images) == 0:
         raise ValueError(f"need as many captions as images (at least one), got {len(captions)} and {len(images)}")
-    collate = MLLMCollator(mm.format, uncond_prob=0.0)
     device = next(mm.adapter.parameters()).device
-    per_image = []
-    for start in tqdm(range(0, len(images), batch_size), desc="image NLL", unit="batch", disable=not progress or None, leave=False):
-        ids = mm.tokenizer.encode(images[start : start + batch_size].to(device)).ids.cpu()
-        batch = collate([MLLMExample("generation", c, image_ids=i) for c, i in zip(captions[start : start + batch_size], ids)]).to(device)
-        hidden = mm.hidden_states(mm.embed(batch.input_ids), batch.attention_mask, positions(batch.attention_mask))
-        targets = shifted_targets(batch.labels)
-        keep = targets != IGNORE_INDEX
-        nll = chunked_nll(hidden[keep], targets[keep], mm.joint_logits, mm.config.loss_chunk).float()
-        rows = keep.nonzero()[:, 0]
-        sums = torch.zeros(len(ids), device=nll.device).index_add_(0, rows, nll)
-        per_image.append((sums / keep.sum(dim=1)).cpu())
-    per = torch.cat(per_image)
+    with torch.no_grad():
+        ids = torch.cat([mm.tokenizer.encode(images[s : s + batch_size].to(device)).ids.cpu() for s in range(0, len(images), batch_size)])
+    per = image_token_nll(mm, list(captions), ids, batch_size, progress).mean(dim=1)
     return ImageNLLEval(float(per.mean()), per)
