@@ -29,6 +29,7 @@ from semhitok.training.mllm_data import MixPlan, MixPosition, kind_of
 from semhitok.training.mllm_loop import build_mllm, train_mllm
 
 ROOT = Path(__file__).resolve().parents[2]
+SLICE = ROOT / "src" / "semhitok" / "assets" / "colour-fashion-mnist-mini"  # labelled: the caption probe's data
 # ---- fixtures ------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory, llm_factory, text_tokenizer_factory) -> dict[str, Path]:
@@ -174,11 +175,17 @@ def test_the_plan_resumes_and_covers_each_pool_once_per_epoch():
 # ---- resume and interruption ---------------------------------------------------------------------
 def test_resume_is_bit_exact(parts, tmp_path):
     """2 steps, stop, resume to 4 == 4 steps straight: every trained tensor, the optimizer and the
-    logged losses (LoRA dropout draws from the RNG, grad_accum 2, 30% unconditional swaps)."""
+    logged losses (LoRA dropout draws from the RNG, grad_accum 2, 30% unconditional swaps). The
+    pieces also measure caption-following every step, which must change nothing in training."""
     options = ("run.max_steps=4", "run.checkpoint_every=4", "optim.grad_accum=2", "mllm.lora_dropout=0.2")
+    probe = ("eval.every=1", f"eval.data={SLICE}", "eval.split=test", "eval.images=2", "eval.batch_size=16")
     train_mllm(_config(parts, *options), tmp_path / "a", quiet=True)
-    train_mllm(_config(parts, *options), tmp_path / "b", quiet=True, max_steps=2)
-    train_mllm(_config(parts, *options), tmp_path / "b", quiet=True, resume=True)
+    train_mllm(_config(parts, *options, *probe), tmp_path / "b", quiet=True, max_steps=2)
+    train_mllm(_config(parts, *options, *probe), tmp_path / "b", quiet=True, resume=True)
+    logged = _metrics(tmp_path / "b")
+    assert [m["step"] for m in logged] == [1, 2, 3, 4]
+    for m in logged:
+        assert 0.0 <= m["gen_cls_colour"] <= 1.0 and 0.0 <= m["gen_cls_class"] <= 1.0 and m["caption_info"] is not None
     a, b = list_checkpoints(tmp_path / "a")[-1].path, list_checkpoints(tmp_path / "b")[-1].path
     wa, wb = read_checkpoint_weights(a), read_checkpoint_weights(b)
     assert set(wa) == set(wb)
@@ -225,11 +232,12 @@ def test_shipped_configs_include_mini_and_paper():
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"colour": 1}, "unknown key colour (known: stage, llm, tokenizer, mllm, data, optim, run)"),
+        ({"colour": 1}, "unknown key colour (known: stage, llm, tokenizer, mllm, data, optim, run, eval)"),
         ({"data": {"mix": {"txt": 1}}}, "data.mix: unknown key txt (known: understanding, generation, text)"),
         ({"mllm": {"train": "everything"}}, "mllm.train: expected one of 'adapter', 'lora', 'full', got 'everything' (str)"),
         ({"run": {"parallel": "zero"}}, "run.parallel: expected one of 'ddp', 'fsdp', got 'zero' (str)"),
         ({"data": {"uncond_prob": 1.5}}, "data.uncond_prob: must be in [0, 1], got 1.5"),
+        ({"eval": {"every": 5}}, "eval.data: is empty; name a colour Fashion-MNIST build (or set eval.every: 0)"),
     ],
 )
 def test_bad_config_is_one_line_exit_2(parts, tmp_path, capsys, extra, message):

@@ -14,7 +14,7 @@ from ..config_types import ConfigError, check_at_least, check_fields, describe
 from ..mllm.config import MLLMConfig
 from .config_file import ConfigFile
 
-__all__ = ["MLLMDataConfig", "MLLMOptimConfig", "MLLMRunConfig", "MLLMTrainConfig", "MixConfig"]
+__all__ = ["CaptionEvalConfig", "MLLMDataConfig", "MLLMOptimConfig", "MLLMRunConfig", "MLLMTrainConfig", "MixConfig"]
 
 KINDS = ("understanding", "generation", "text")
 DEFAULT_QUESTIONS = (
@@ -144,6 +144,38 @@ class MLLMRunConfig:
 
 
 @dataclass
+class CaptionEvalConfig:
+    """Caption-following measured during training (:mod:`semhitok.evaluation.caption_following`).
+
+    Every ``every`` steps (and at the last step) the caption information and the generative-
+    classifier accuracies of a fixed set of labelled images go to metrics.jsonl and TensorBoard
+    (``caption_info``, ``gen_cls_colour``, ``gen_cls_class``). Teacher-forced, no sampling: the run's
+    random streams are untouched, so a resumed run stays bit-exact.
+
+    Attributes:
+        every: steps between measurements; 0 switches them off.
+        data: a colour Fashion-MNIST build (``semhitok data colour-fashion-mnist``; its
+            ``labels/SPLIT.jsonl`` names each image's class and colour).
+        split: which split of it (keep the test split for the final scores).
+        images: how many of its first images (each costs 20 teacher-forced sequences).
+        batch_size: sequences per forward.
+    """
+
+    every: int = 0
+    data: str = ""
+    split: Literal["train", "val", "test"] = "val"
+    images: int = 32
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_at_least(self, 0, ("every",))
+        check_at_least(self, 1, ("images", "batch_size"))
+        if self.every and not self.data:
+            raise ConfigError("data", "is empty; name a colour Fashion-MNIST build (or set eval.every: 0)")
+
+
+@dataclass
 class MLLMTrainConfig(ConfigFile):
     """One ``stage: mllm`` run.
 
@@ -151,6 +183,7 @@ class MLLMTrainConfig(ConfigFile):
         llm: the causal LM: ``smollm2-135m`` or a local Hugging Face folder.
         tokenizer: the SemHiTok: a folder or a shipped name (``mini-semhitok``).
         mllm: how the MLLM is built and what trains (:class:`semhitok.mllm.MLLMConfig`).
+        eval: caption-following measured during training (:class:`CaptionEvalConfig`).
     """
 
     stage: str = "mllm"
@@ -160,6 +193,7 @@ class MLLMTrainConfig(ConfigFile):
     data: MLLMDataConfig = field(default_factory=MLLMDataConfig)
     optim: MLLMOptimConfig = field(default_factory=MLLMOptimConfig)
     run: MLLMRunConfig = field(default_factory=MLLMRunConfig)
+    eval: CaptionEvalConfig = field(default_factory=CaptionEvalConfig)
 
     def __post_init__(self) -> None:
         if self.stage != "mllm":

@@ -39,6 +39,7 @@ from .errors import CheckpointError, TrainingError, TrainingInterrupted
 from .interrupt import StopSignals
 from .loop import bad_files_log
 from .mllm_config import MLLMTrainConfig
+from .caption_probe import CaptionProbe
 from .mllm_data import MixPlan, MixPosition, RawSample, mixed_batches, open_image_pool, open_text_pool
 from .run_folder import record_run_start, resume_config_changes, trim_metrics
 from .run_parts import RunLogger, agreed_stop, all_ranks_ok, check_run_folder, ddp, gather_rng, last_good, lock_run_folder, run_info
@@ -46,8 +47,8 @@ from .schedule import warmup_cosine
 
 __all__ = ["MLLMTrainResult", "build_mllm", "train_mllm"]
 
-SHOWN = ("loss", "text_nll", "image_nll", "lr", "tokens_per_second")
-SHORT = {"text_nll": "txt", "image_nll": "img", "tokens_per_second": "tok/s"}
+SHOWN = ("loss", "text_nll", "image_nll", "caption_info", "gen_cls_colour", "gen_cls_class", "lr", "tokens_per_second")
+SHORT = {"text_nll": "txt", "image_nll": "img", "caption_info": "info", "gen_cls_colour": "gc-col", "gen_cls_class": "gc-cls", "tokens_per_second": "tok/s"}
 # Sums over the global batch that the logged metrics are formed from (all-reduced across ranks).
 _SUMS = ("nll", "labels", "text_nll", "text", "image_nll", "image", "tokens", "samples")
 
@@ -124,6 +125,7 @@ def train_mllm(
     batches = _open_data(config, mm, ctx, position, bad_files_log(run_dir))
     if state is not None:
         _restore(parts, state, ctx)
+    probe = CaptionProbe.open(config.eval, mm, ctx.device) if config.eval.every else None
     lock = lock_run_folder(run_dir, ctx)
     set_up = False
     try:
@@ -135,7 +137,7 @@ def train_mllm(
             record_run_start(run_dir, resolved, info, changes, step)
         set_up = True
         with StopSignals() as signals:
-            metrics = _run_steps(config, parts, batches, run_dir, ctx, step, stop_at, signals, quiet)
+            metrics = _run_steps(config, parts, batches, run_dir, ctx, step, stop_at, signals, quiet, probe)
         model_dir = run_dir / "model"
         _export(config, parts, model_dir, ctx)
         distributed.barrier()
@@ -161,6 +163,8 @@ def _resolved_config(config: MLLMTrainConfig) -> dict[str, Any]:
     resolved = config.to_dict()
     resolved["data"]["images"] = [os.path.abspath(p) for p in config.data.images]
     resolved["data"]["text"] = [os.path.abspath(p) for p in config.data.text]
+    if config.eval.data:
+        resolved["eval"]["data"] = os.path.abspath(config.eval.data)
     if config.llm.lower() != SMOLLM2_135M:
         resolved["llm"] = os.path.abspath(config.llm)
     if config.tokenizer not in PRETRAINED:
@@ -255,7 +259,7 @@ def _restore(parts: _Parts, state: dict[str, Any], ctx: distributed.DistContext)
 
 def _run_steps(
     config: MLLMTrainConfig, parts: _Parts, batches: Iterator[tuple[MixPosition, list[RawSample]]], run_dir: Path,
-    ctx: distributed.DistContext, step: int, stop_at: int, signals: StopSignals, quiet: bool,
+    ctx: distributed.DistContext, step: int, stop_at: int, signals: StopSignals, quiet: bool, probe: CaptionProbe | None,
 ) -> dict[str, float]:
     """Optimizer steps from ``step`` to ``stop_at``, logging and checkpointing; the last metrics."""
     log = RunLogger(run_dir, enabled=ctx.is_main, quiet=quiet, total=stop_at, initial=step, stage="mllm", shown=SHOWN, short=SHORT)
@@ -281,6 +285,9 @@ def _run_steps(
             }
             if grad_norm is not None:
                 metrics["grad_norm"] = grad_norm
+            if probe is not None and (step % config.eval.every == 0 or step == stop_at):
+                metrics.update(_measure(probe, parts, ctx))
+                due = True
             log.step(step, metrics, force=due)
             saved = _checkpoint(run_dir, step, parts, position, config.run.keep_last, ctx, metrics) if checkpoint_due else None
             if stop is not None:
@@ -288,6 +295,19 @@ def _run_steps(
     finally:
         log.close()
     return metrics
+
+
+def _measure(probe: CaptionProbe, parts: _Parts, ctx: distributed.DistContext) -> dict[str, float]:
+    """The probe's caption-following metrics, on every rank (under FSDP2 the root's parameters are
+    gathered first: the probe calls the model's parts, not its forward)."""
+    if parts.fsdp:
+        parts.mm.unshard()  # type: ignore[operator]  # FSDPModule's method
+    try:
+        with parts.precision.autocast(ctx.device):
+            return probe.measure(parts.mm)
+    finally:
+        if parts.fsdp:
+            parts.mm.reshard()  # type: ignore[operator]
 
 
 def _ratio(total: float, count: float) -> float:
