@@ -85,6 +85,31 @@ def test_unconditional_swap_rate_and_seeding(mllm_factory):
     assert not any(MLLMCollator(mm.format, uncond_prob=0.0).swap(e) for e in examples[:50])
 
 
+def test_image_noise_replaces_generation_inputs_only_and_repeats_per_key(mllm_factory):
+    """Noise touches only the image ids a generation row reads (never its labels, its prompt, its
+    <eoi>, or an understanding row), at the asked rate, and is a function of (seed, key)."""
+    mm = mllm_factory()
+    g = torch.Generator().manual_seed(0)
+    rows = [MLLMExample("generation", "a red coat", torch.randint(0, 1024, (16,), generator=g), key=i) for i in range(200)]
+    rows.append(MLLMExample("understanding", "what?", torch.randint(0, 1024, (16,), generator=g), answer="a coat", key=999))
+    clean = MLLMCollator(mm.format, uncond_prob=0.2, seed=3)(rows)
+    noisy = MLLMCollator(mm.format, uncond_prob=0.2, seed=3, image_noise=0.3)(rows)
+    assert torch.equal(noisy.labels, clean.labels) and torch.equal(noisy.attention_mask, clean.attention_mask)
+    assert torch.equal(noisy.uncond, clean.uncond)
+    changed = noisy.input_ids != clean.input_ids
+    readable = (clean.labels != IGNORE_INDEX) & mm.ids.is_image(clean.input_ids)
+    assert not (changed & ~readable).any()  # prompts, <eoi>, padding untouched
+    assert not changed[-1].any()  # the understanding row
+    assert mm.ids.is_image(noisy.input_ids[changed]).all()
+    rate = changed[:-1].sum() / readable[:-1].sum()
+    assert abs(float(rate) - 0.3 * (1 - 1 / 1024)) < 0.02  # a draw may hit the true id (1 in K*m)
+    # per key: the same row gets the same noise in another batch and order
+    alone = MLLMCollator(mm.format, uncond_prob=0.2, seed=3, image_noise=0.3)([rows[7]])
+    assert torch.equal(alone.input_ids[0], noisy.input_ids[7, : alone.input_ids.shape[1]])
+    with pytest.raises(ValueError, match="image_noise"):
+        MLLMCollator(mm.format, image_noise=1.5)
+
+
 def test_swapped_rows_use_exactly_the_sampling_template(mllm_factory, monkeypatch):
     mm = mllm_factory()
     img = torch.randint(0, 1024, (16,))

@@ -86,6 +86,11 @@ class MLLMCollator:
         padding_side: ``right`` (usual for training) or ``left`` (as the sampler pads); the model
             derives position ids from the attention mask, so both give the same loss.
         pad_to_multiple_of: round the padded length up (e.g. 8 for tensor cores).
+        image_noise: probability that an image id the model reads in a generation sample is
+            replaced by a uniformly random image id (its label stays the true id). Teacher forcing
+            otherwise lets the model predict each id from its neighbours alone ("continue the
+            blob"), never needing the caption; noisy inputs make the caption worth reading. The
+            draws are a function of ``(seed, key)`` like the swap, so a resumed run repeats them.
     """
 
     def __init__(
@@ -95,9 +100,11 @@ class MLLMCollator:
         seed: int = 0,
         padding_side: Literal["left", "right"] = "right",
         pad_to_multiple_of: int | None = None,
+        image_noise: float = 0.0,
     ) -> None:
-        if isinstance(uncond_prob, bool) or not isinstance(uncond_prob, (int, float)) or not 0.0 <= uncond_prob <= 1.0:
-            raise ValueError(f"uncond_prob must lie in [0, 1], got {uncond_prob!r}")
+        for name, value in (("uncond_prob", uncond_prob), ("image_noise", image_noise)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be left or right, got {padding_side!r}")
         if pad_to_multiple_of is not None and pad_to_multiple_of < 1:
@@ -107,6 +114,7 @@ class MLLMCollator:
         self.seed = int(seed)
         self.padding_side = padding_side
         self.pad_to_multiple_of = pad_to_multiple_of
+        self.image_noise = float(image_noise)
         self.generator = torch.Generator().manual_seed(self.seed)
         self.pad_id = fmt.pad_id
 
@@ -144,7 +152,25 @@ class MLLMCollator:
         swaps = [self.swap(e) for e in examples]
         seqs = [self.sequence(e, s) for e, s in zip(examples, swaps)]
         ids, mask, labels = pad_sequences(seqs, self.pad_id, self.padding_side, self.pad_to_multiple_of)
+        if self.image_noise > 0:
+            for row, example in enumerate(examples):
+                if example.kind == "generation":
+                    self._add_noise(ids[row], labels[row], example.key)
         return MLLMBatch(ids, mask, labels, torch.tensor(swaps, dtype=torch.bool), tuple(e.kind for e in examples))
+
+
+    def _add_noise(self, ids: Tensor, labels: Tensor, key: int | None) -> None:
+        """Replace some of one row's labelled image-id inputs by random image ids, in place."""
+        space = self.fmt.ids
+        where = (labels != IGNORE_INDEX) & space.is_image(ids)
+        if key is None:
+            generator = self.generator
+        else:  # its own stream per sample: the same draws whatever the batch around it
+            generator = torch.Generator().manual_seed(int(_unit_hash(self.seed ^ 0x5EED, key) * 2**53))
+        at = where.nonzero().flatten()  # as many draws as readable ids, whatever the padding
+        hit = torch.rand(len(at), generator=generator) < self.image_noise
+        random_ids = torch.randint(space.image_start, space.image_start + space.num_image, (len(at),), generator=generator)
+        ids[at[hit]] = random_ids[hit]
 
 
 def pad_sequences(

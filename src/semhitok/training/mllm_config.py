@@ -60,6 +60,8 @@ class MLLMDataConfig:
         questions: understanding prompts; each understanding sample asks one (chosen by seed and
             sample index) and is trained to answer with the image's caption.
         uncond_prob: probability that a generation sample's caption becomes ``<uncond>`` (paper: 0.1).
+        image_noise: probability that an image id a generation sample reads is replaced by a random
+            one, its label kept (see :class:`semhitok.mllm.MLLMCollator`; not in the paper: 0).
         batch_size: samples per process per micro-batch; one optimizer step sees
             ``batch_size x world size x optim.grad_accum`` samples.
         num_workers: DataLoader processes that read and decode the samples.
@@ -71,6 +73,7 @@ class MLLMDataConfig:
     mix: MixConfig = field(default_factory=MixConfig)
     questions: tuple[str, ...] = DEFAULT_QUESTIONS
     uncond_prob: float = 0.1
+    image_noise: float = 0.0
     batch_size: int = 8
     num_workers: int = 0
     max_bad_fraction: float = 0.01
@@ -85,7 +88,7 @@ class MLLMDataConfig:
                 raise ConfigError(name, "holds an empty path")
         if not self.questions or any(not q.strip() for q in self.questions):
             raise ConfigError("questions", "must hold at least one non-empty question")
-        for name in ("uncond_prob", "max_bad_fraction"):
+        for name in ("uncond_prob", "image_noise", "max_bad_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ConfigError(name, f"must be in [0, 1], got {getattr(self, name)}")
 

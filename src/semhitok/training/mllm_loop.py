@@ -194,7 +194,7 @@ def _build_parts(config: MLLMTrainConfig, mm: SemHiTokMLLM, ctx: distributed.Dis
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=config.optim.betas)
     device = ctx.device
     precision = resolve_and_warn(config.run.precision, device, "run.precision") if ctx.is_main else resolve_precision(config.run.precision, device)
-    collator = MLLMCollator(mm.format, uncond_prob=config.data.uncond_prob, seed=config.run.seed)
+    collator = MLLMCollator(mm.format, uncond_prob=config.data.uncond_prob, seed=config.run.seed, image_noise=config.data.image_noise)
     return _Parts(mm, module, names, decay + rest, optimizer, precision, collator, fsdp)
 
 
