@@ -199,6 +199,19 @@ def test_resume_is_bit_exact(parts, tmp_path):
     assert [m["loss"] for m in _metrics(tmp_path / "a")] == [m["loss"] for m in _metrics(tmp_path / "b")]
 
 
+def test_adapter_lr_applies_to_the_new_parts_only(parts, tmp_path):
+    """optim.adapter_lr with a constant schedule: the adapter, head and specials train at it to the
+    end while the LoRA lr decays; the LLM's own frozen weights are in no group."""
+    config = _config(parts, "run.max_steps=3", "run.checkpoint_every=3", "optim.lr=1e-3", "optim.adapter_lr=5e-3", "optim.adapter_schedule=constant")
+    train_mllm(config, tmp_path / "run", quiet=True)
+    logged = _metrics(tmp_path / "run")
+    assert [m["adapter_lr"] for m in logged] == [5e-3, 5e-3, 5e-3]
+    assert logged[0]["lr"] == 1e-3 and logged[-1]["lr"] < 1e-3
+    state = read_checkpoint_state(list_checkpoints(tmp_path / "run")[-1].path)
+    groups = state["optimizer"]["param_groups"]
+    assert sorted({(g["new"], g["lr"]) for g in groups}) == [(False, pytest.approx(logged[-1]["lr"])), (True, 5e-3)]
+
+
 def test_ctrl_c_saves_a_checkpoint(parts, tmp_path, monkeypatch):
     from semhitok.training import mllm_loop
 

@@ -95,9 +95,19 @@ class MLLMDataConfig:
 
 @dataclass
 class MLLMOptimConfig:
-    """AdamW with linear warm-up and cosine decay to ``min_lr`` (``schedule.warmup_cosine``)."""
+    """AdamW with linear warm-up and cosine decay to ``min_lr`` (``schedule.warmup_cosine``).
+
+    Attributes:
+        adapter_lr: peak lr of the parts that start from scratch (the adapter, the image head, the
+            special embeddings); None: ``lr``. The LLM's own weights (or its LoRA) keep ``lr``.
+        adapter_schedule: ``cosine`` (warm-up, then decay to ``min_lr x adapter_lr / lr``) or
+            ``constant`` (warm-up, then ``adapter_lr`` to the end): a head that starts at zero can
+            keep learning while the LLM's updates shrink.
+    """
 
     lr: float = 2e-4
+    adapter_lr: float | None = None
+    adapter_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr: float = 0.0
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -111,6 +121,8 @@ class MLLMOptimConfig:
             raise ConfigError("lr", f"must be > 0, got {self.lr}")
         if not 0 <= self.min_lr <= self.lr:
             raise ConfigError("min_lr", f"must be in [0, lr = {self.lr}], got {self.min_lr}")
+        if self.adapter_lr is not None and self.adapter_lr <= 0:
+            raise ConfigError("adapter_lr", f"must be > 0 or null, got {self.adapter_lr}")
         check_at_least(self, 0, ("weight_decay", "warmup_steps"))
         check_at_least(self, 1, ("grad_accum",))
         if not all(0 <= b < 1 for b in self.betas):

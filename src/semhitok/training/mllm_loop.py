@@ -187,15 +187,24 @@ def _build_parts(config: MLLMTrainConfig, mm: SemHiTokMLLM, ctx: distributed.Dis
         # The frozen buffers (codebooks) are identical on every rank: no per-forward broadcast.
         module = ddp(mm, [ctx.device.index] if ctx.device.type == "cuda" else None)
     named = mm.trainable_parameters()  # after sharding: FSDP2 replaces the parameters by DTensors
-    decay = [p for _, p in named if p.ndim >= 2]  # no weight decay on biases and norms
-    rest = [p for _, p in named if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": config.optim.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    names = [n for n, p in named if p.ndim >= 2] + [n for n, p in named if p.ndim < 2]
+    groups, names = [], []
+    for new in (False, True):  # the LLM's weights (or LoRA), then the parts that start from scratch
+        for decays in (True, False):  # no weight decay on biases and norms
+            picked = [(n, p) for n, p in named if _is_new(n) == new and (p.ndim >= 2) == decays]
+            if picked:
+                groups.append({"params": [p for _, p in picked], "weight_decay": config.optim.weight_decay if decays else 0.0, "new": new})
+                names += [n for n, _ in picked]
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=config.optim.betas)
     device = ctx.device
     precision = resolve_and_warn(config.run.precision, device, "run.precision") if ctx.is_main else resolve_precision(config.run.precision, device)
     collator = MLLMCollator(mm.format, uncond_prob=config.data.uncond_prob, seed=config.run.seed, image_noise=config.data.image_noise)
-    return _Parts(mm, module, names, decay + rest, optimizer, precision, collator, fsdp)
+    params = [p for group in groups for p in group["params"]]
+    return _Parts(mm, module, names, params, optimizer, precision, collator, fsdp)
+
+
+def _is_new(name: str) -> bool:
+    """Whether a trained parameter starts from scratch (adapter, image head, specials)."""
+    return name.startswith(("adapter.", "image_head."))
 
 
 def _fully_shard(mm: SemHiTokMLLM) -> None:
@@ -268,8 +277,8 @@ def _run_steps(
     parts.mm.train()
     try:
         while step < stop_at:
-            lr = warmup_cosine(step, base_lr=config.optim.lr, warmup_steps=config.optim.warmup_steps, total_steps=config.run.max_steps, min_lr=config.optim.min_lr)
-            sums, grad_norm, position = _optimizer_step(config, parts, batches, step, lr, run_dir, ctx)
+            lr, adapter_lr = _learning_rates(config, step)
+            sums, grad_norm, position = _optimizer_step(config, parts, batches, step, (lr, adapter_lr), run_dir, ctx)
             step += 1
             stop = agreed_stop(signals.requested, ctx)
             checkpoint_due = step % config.run.checkpoint_every == 0 or step == stop_at or stop is not None
@@ -278,7 +287,7 @@ def _run_steps(
             samples_seen += sums["samples"]
             elapsed = max(time.perf_counter() - started, 1e-9)
             metrics = {
-                "step": step, "lr": lr, "loss": _ratio(sums["nll"], sums["labels"]),
+                "step": step, "lr": lr, **({"adapter_lr": adapter_lr} if config.optim.adapter_lr is not None else {}), "loss": _ratio(sums["nll"], sums["labels"]),
                 "text_nll": _ratio(sums["text_nll"], sums["text"]), "image_nll": _ratio(sums["image_nll"], sums["image"]),
                 "labelled_tokens": sums["labels"], "tokens_per_second": tokens_seen / elapsed, "samples_per_second": samples_seen / elapsed,
                 "samples_seen": float(position.sample),
@@ -310,17 +319,30 @@ def _measure(probe: CaptionProbe, parts: _Parts, ctx: distributed.DistContext) -
             parts.mm.reshard()  # type: ignore[operator]
 
 
+def _learning_rates(config: MLLMTrainConfig, step: int) -> tuple[float, float]:
+    """The LLM's lr and the new parts' lr at ``step``."""
+    optim, total = config.optim, config.run.max_steps
+    lr = warmup_cosine(step, base_lr=optim.lr, warmup_steps=optim.warmup_steps, total_steps=total, min_lr=optim.min_lr)
+    if optim.adapter_lr is None:
+        return lr, lr
+    if optim.adapter_schedule == "constant":
+        return lr, warmup_cosine(step, base_lr=optim.adapter_lr, warmup_steps=optim.warmup_steps, total_steps=total, min_lr=optim.adapter_lr)
+    min_lr = optim.min_lr * optim.adapter_lr / optim.lr
+    return lr, warmup_cosine(step, base_lr=optim.adapter_lr, warmup_steps=optim.warmup_steps, total_steps=total, min_lr=min_lr)
+
+
 def _ratio(total: float, count: float) -> float:
     return total / count if count else float("nan")
 
 
 def _optimizer_step(
     config: MLLMTrainConfig, parts: _Parts, batches: Iterator[tuple[MixPosition, list[RawSample]]],
-    step: int, lr: float, run_dir: Path, ctx: distributed.DistContext,
+    step: int, lrs: tuple[float, float], run_dir: Path, ctx: distributed.DistContext,
 ) -> tuple[dict[str, float], float | None, MixPosition]:
-    """``grad_accum`` micro-batches, clip, AdamW; the step's global sums, gradient norm, data position."""
+    """``grad_accum`` micro-batches, clip, AdamW; the step's global sums, gradient norm, data position.
+    ``lrs``: the LLM's lr and the new parts' lr."""
     for group in parts.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lrs[1] if group["new"] else lrs[0]
     parts.optimizer.zero_grad(set_to_none=True)
     micro: list[MLLMBatch] = []
     position = MixPosition()
