@@ -65,8 +65,9 @@ def test_two_rank_stage2_with_gan_and_accumulation_matches_one_rank(tmp_path, ph
     # Compared tensor by tensor as a norm, against how far training moved the tensor: AdamW turns
     # a float-noise change of a near-zero gradient element into a visible change of that one
     # weight (machine-dependent, seen at 1e-5 on one CPU), while the whole tensor stays at the
-    # noise floor (~1e-5 of its movement here). A real DDP error moves whole tensors: leaving the
-    # rank-average out of the adaptive GAN weight gives up to 5e-2 of the movement.
+    # noise floor (usually ~1e-5 of its movement; once 1.15e-3, pixel_decoder.proj_in.weight on a
+    # loaded 2-core AMD EPYC). A real DDP error moves whole tensors: leaving the rank-average out of
+    # the adaptive GAN weight gives 5e-3 to 5e-2 of the movement. 2.5e-3 lies between the two.
     start = SemHiTok.from_pretrained(tmp_path / "s1" / "model")
     for (name, a), b, s in zip(ddp.state_dict().items(), single.state_dict().values(), start.state_dict().values()):
         moved = (b.double() - s.double()).norm().item()
@@ -75,7 +76,7 @@ def test_two_rank_stage2_with_gan_and_accumulation_matches_one_rank(tmp_path, ph
             continue
         off = (a.double() - b.double()).norm().item()
         worst = (a - b).abs().max().item()
-        assert off <= 1e-3 * moved, f"{name}: DDP differs from one process by {off:.3g} (one weight by {worst:.3g}), training moved it by {moved:.3g}"
+        assert off <= 2.5e-3 * moved, f"{name}: DDP differs from one process by {off:.3g} (one weight by {worst:.3g}), training moved it by {moved:.3g}"
     # Adam divides by sqrt(v): on the discriminator's near-zero gradients (~1e-9, against eps 1e-8)
     # float noise moves a weight by a few % of one lr-sized step (seen: 2.5e-5 at lr 1e-3). A
     # discriminator trained on another batch differs by whole steps (~1e-3), far beyond 1e-4.
