@@ -54,11 +54,12 @@ def test_caption_following_matches_its_definition(trained, mini_slice, reference
         true = total(caption)
         colour_ok.append(all(true < total(variants[(label, c)]) for c in range(10) if c != colour))
         class_ok.append(all(true < total(variants[(k, colour)]) for k in range(10) if k != label))
-    torch.testing.assert_close(got.information, torch.tensor(info), rtol=1e-4, atol=1e-4)
+    # differences of two float32 sums of 64 NLLs of ~9 nats each: absolute noise ~1e-4 of ~600
+    torch.testing.assert_close(got.information, torch.tensor(info), rtol=0, atol=2e-3)
     torch.testing.assert_close(got.per_position, torch.stack(diffs).mean(dim=0), rtol=1e-4, atol=1e-4)
     assert got.colour_correct.tolist() == colour_ok and got.class_correct.tolist() == class_ok
     metrics = got.metrics()
-    assert metrics["caption_info"] == pytest.approx(sum(info) / 4, abs=1e-4)
+    assert metrics["caption_info"] == pytest.approx(sum(info) / 4, abs=2e-3)
     assert metrics["gen_cls_colour"] == sum(colour_ok) / 4 and metrics["gen_cls_class"] == sum(class_ok) / 4
 
 

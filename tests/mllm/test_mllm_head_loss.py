@@ -10,6 +10,8 @@ import torch
 from torch.nn import functional as F
 
 from semhitok.mllm import IGNORE_INDEX, MLLMCollator, MLLMExample
+from semhitok.mllm import loss as loss_module
+from semhitok.mllm.loss import part_nll
 
 CASES = [("llama", False, False), ("llama", True, True), ("qwen", True, True), ("qwen", False, False)]
 
@@ -55,7 +57,17 @@ def _mixed_batch(mm, side="right"):
     return MLLMCollator(mm.format, uncond_prob=0.0, padding_side=side)(examples)
 
 
-def test_chunked_loss_equals_full_logits_cross_entropy(mllm_factory):
+def test_part_nll_equals_cross_entropy_over_the_concatenation():
+    g = torch.Generator().manual_seed(0)
+    text, image = torch.randn(9, 40, generator=g) * 5, torch.randn(9, 7, generator=g) * 5
+    targets = torch.tensor([0, 39, 40, 46, 3, 41, 20, 45, 39])
+    torch.testing.assert_close(part_nll([text, image], targets), F.cross_entropy(torch.cat([text, image], -1), targets, reduction="none"))
+
+
+@pytest.mark.parametrize("keep_bytes", [0, 1 << 30], ids=["recomputed", "kept"])
+def test_chunked_loss_equals_full_logits_cross_entropy(mllm_factory, monkeypatch, keep_bytes):
+    """Chunked, on the logits' two parts, with the chunks' logits recomputed in backward or kept."""
+    monkeypatch.setattr(loss_module, "KEEP_LOGITS_BYTES", keep_bytes)
     mm = mllm_factory(kind="qwen")
     batch = _mixed_batch(mm)
     mm.config.loss_chunk = 3

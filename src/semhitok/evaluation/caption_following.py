@@ -62,7 +62,7 @@ def image_token_nll(
             hidden = mm.hidden_states(mm.embed(input_ids), mask, positions(mask))
             targets = shifted_targets(labels)
             keep = targets != IGNORE_INDEX  # exactly L + 1 per row, in order (row-major)
-            nll = chunked_nll(hidden[keep], targets[keep], mm.joint_logits, mm.config.loss_chunk).float()
+            nll = chunked_nll(hidden[keep], targets[keep], mm.joint_logit_parts, mm.config.loss_chunk).float()
             out.append(nll.reshape(len(rows), -1).cpu())
     finally:
         mm.train(was_training)

@@ -44,10 +44,14 @@ class ImageHead(nn.Linear):
         return F.linear(hidden, self.weight[: self.num_image], self.bias[: self.num_image])
 
 
-def joint_logits(lm_head: nn.Module, image_head: ImageHead, hidden: Tensor) -> Tensor:
-    """(..., hidden) -> (..., V + K*m + 3): text logits, then image and special logits.
-
-    The image logits are cast to the text logits' dtype so the concatenation is one tensor.
-    """
+def joint_logit_parts(lm_head: nn.Module, image_head: ImageHead, hidden: Tensor) -> tuple[Tensor, Tensor]:
+    """(..., hidden) -> the joint logits in two parts, ``(..., V)`` text and ``(..., K*m + 3)``
+    image and specials, the latter in the text logits' dtype. The loss works on the parts: it
+    needs no concatenated copy of the (..., V + K*m + 3) logits."""
     text = lm_head(hidden)
-    return torch.cat([text, image_head(hidden.to(image_head.weight.dtype)).to(text.dtype)], dim=-1)
+    return text, image_head(hidden.to(image_head.weight.dtype)).to(text.dtype)
+
+
+def joint_logits(lm_head: nn.Module, image_head: ImageHead, hidden: Tensor) -> Tensor:
+    """(..., hidden) -> (..., V + K*m + 3): text logits, then image and special logits."""
+    return torch.cat(joint_logit_parts(lm_head, image_head, hidden), dim=-1)

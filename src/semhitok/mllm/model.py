@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from ..modeling.tokenizer import SemHiTok
 from .adapter import ImageAdapter
 from .config import MLLMConfig
-from .head import ImageHead, joint_logits
+from .head import ImageHead, joint_logit_parts, joint_logits
 from .ids import NUM_SPECIALS, ImageIdSpace
 from .lora import add_lora
 from .loss import IGNORE_INDEX, MLLMLossOutput, labelled_loss
@@ -184,6 +184,10 @@ class SemHiTokMLLM(nn.Module):
         """(..., hidden) -> (..., V + K*m + 3) logits over the joint vocabulary."""
         return joint_logits(self.llm.get_output_embeddings(), self.image_head, hidden)
 
+    def joint_logit_parts(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
+        """(..., hidden) -> the joint logits as text ``(..., V)`` and image + specials ``(..., K*m + 3)``."""
+        return joint_logit_parts(self.llm.get_output_embeddings(), self.image_head, hidden)
+
     def image_logits(self, hidden: Tensor) -> Tensor:
         """(..., hidden) -> (..., K*m): the image slice only (what the sampler draws from)."""
         return self.image_head.image_logits(hidden.to(self.image_head.weight.dtype))
@@ -219,7 +223,7 @@ class SemHiTokMLLM(nn.Module):
         if position_ids is None:
             position_ids = positions(attention_mask)
         hidden = self.hidden_states(self.embed(input_ids), attention_mask, position_ids)
-        return labelled_loss(hidden, labels, self.joint_logits, self.ids.text_vocab, self.config.loss_chunk)
+        return labelled_loss(hidden, labels, self.joint_logit_parts, self.ids.text_vocab, self.config.loss_chunk)
 
     # ---- generation ------------------------------------------------------------------------
     @property
