@@ -57,6 +57,7 @@ class Run:
     cfg_sweep: bool = False  # score generation at every scale of --cfg-sweep (else at --cfg only)
     draws: bool = True  # trained on generation samples, so its drawing is scored
     reads: bool = True  # trained on understanding samples, so its reading is scored
+    probe: bool = False  # logs caption-following on the validation split while it trains (eval.data = --data)
 
 
 ABLATION_STEPS = 300  # a third of the main run: four ablation runs cost about what the main run does
@@ -69,6 +70,18 @@ UNDERSTANDING_ONLY = ["data.mix.understanding=1.0", "data.mix.generation=0.0"]
 # reading ablations (about 16 min each on 2 cores). Judged drawings of the main run are still near
 # chance after 900 steps, so the image-id NLL of real test images is the measure that separates them.
 GENERATION_ONLY = ["data.mix.understanding=0.0", "data.mix.generation=1.0"]
+
+
+# Drawing-recipe experiments: short runs compared on caption-following (the caption information and
+# the generative classifier on validation images, logged while they train), which per-id NLL and
+# judged drawings at this budget cannot see. Each changes one thing from the one before it.
+RECIPE_STEPS = 250
+RECIPE = ["mllm.system_prompt=", "data.mix.understanding=0.25", "data.mix.generation=0.75", "eval.every=125", "eval.images=48"]
+RECIPES = {  # labelled in mini_mllm_report.RECIPE_LABELS
+    "rec-base": [],
+    "rec-noise": ["data.image_noise=0.2"],
+    "rec-noise-lr": ["data.image_noise=0.2", "optim.adapter_lr=2.0e-3", "optim.adapter_schedule=constant"],
+}
 
 
 def runs() -> list[Run]:
@@ -85,6 +98,7 @@ def runs() -> list[Run]:
         Run("gen-dual", GENERATION_ONLY, ABLATION_STEPS, reads=False),
         Run("gen-single", [*GENERATION_ONLY, "mllm.adapter=single"], ABLATION_STEPS, reads=False),
         Run("gen-table", [*GENERATION_ONLY, "mllm.adapter=table"], ABLATION_STEPS, reads=False),
+        *(Run(name, [*RECIPE, *extra], RECIPE_STEPS, draws=False, reads=False, probe=True) for name, extra in RECIPES.items()),
     ]
 
 
@@ -111,6 +125,8 @@ def train(run: Run, out: Path, tokens: Path, args: argparse.Namespace) -> Path:
         command += ["--max-steps", str(args.steps or run.steps)]
     if args.llm is not None:
         command.append(f"llm={args.llm}")
+    if run.probe:
+        command.append(f"eval.data={args.data}")
     command += run.overrides
     if (folder / "checkpoints").is_dir() and any((folder / "checkpoints").glob("step_*")):
         command.append("--resume")
@@ -132,6 +148,7 @@ def train_info(folder: Path, points: int = 60) -> dict[str, Any]:
     curve = [{k: r[k] for k in ("step", "loss", "text_nll", "image_nll") if k in r} for r in lines[::every]]
     if curve[-1]["step"] != lines[-1]["step"]:
         curve.append({k: lines[-1][k] for k in ("step", "loss", "text_nll", "image_nll") if k in lines[-1]})
+    probed = ("step", "samples_seen", "caption_info", "caption_info_se", "caption_info_first_id", "gen_cls_colour", "gen_cls_class")
     return {
         "steps": lines[-1]["step"],
         "last_loss": lines[-1]["loss"],
@@ -139,6 +156,8 @@ def train_info(folder: Path, points: int = 60) -> dict[str, Any]:
         "samples_per_second": lines[-1].get("samples_per_second"),
         "wall_seconds": sum(float(x) for x in wall.read_text().split()) if wall.is_file() else None,
         "curve": curve,
+        # caption-following on validation images, at every step the run measured it (eval.every)
+        "caption_curve": [{k: r[k] for k in probed if k in r} for r in lines if r.get("caption_info") is not None],
     }
 
 

@@ -20,11 +20,11 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     text_tokenizer_factory().save_pretrained(tmp_path / "llm")
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "scripts" / "mini_mllm_results.py"), "--data", str(SLICE), "--out", str(out), "--quick",
-           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "gen-single", "--cfg-sweep", "1", "3"]
+           "--llm", str(tmp_path / "llm"), "--only", "mllm-dual", "abl-semantic", "gen-single", "rec-noise", "--cfg-sweep", "1", "3"]
     docs_before = (ROOT / "docs" / "results.md").read_text()
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}  # training/ is a subfolder
-    assert set(measured) == {"mllm-dual", "abl-semantic", "gen-single"}
+    assert set(measured) == {"mllm-dual", "abl-semantic", "gen-single", "rec-noise"}
     dual = measured["mllm-dual"]
     assert dual["train"]["steps"] == 2 and dual["overrides"] == []
     assert measured["abl-semantic"]["overrides"] == ["data.mix.understanding=1.0", "data.mix.generation=0.0", "mllm.adapter=semantic"]
@@ -48,6 +48,13 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     assert "| plain embedding table, drawing only | not run yet" in report
     assert f"{nll['all']['nll']:.3f} ± {nll['all']['se']:.3f}" in report
     assert "(measured/figures/mllm-dual-generated.png)" in report
+    recipe = measured["rec-noise"]  # a recipe experiment: scored by the caption-following it logged while training
+    assert "data.image_noise=0.2" in recipe["overrides"] and not recipe["draws"] and not recipe["reads"]
+    point = recipe["train"]["caption_curve"][-1]
+    assert point["step"] == 2 and 0 <= point["gen_cls_colour"] <= 1 and 0 <= point["gen_cls_class"] <= 1
+    row = next(line for line in report.splitlines() if line.startswith("| rec-noise |"))
+    assert f"{point['caption_info']:.2f} ± {point['caption_info_se']:.2f}" in row
+    assert "| rec-base |" in report and "not run yet" in next(line for line in report.splitlines() if line.startswith("| rec-base |"))
     assert docs_before == (ROOT / "docs" / "results.md").read_text()  # --quick never touches the docs
     again = subprocess.run(cmd, check=True, capture_output=True, text=True)
     assert "$ " not in again.stdout  # measured runs are not trained again

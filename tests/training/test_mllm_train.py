@@ -199,6 +199,16 @@ def test_resume_is_bit_exact(parts, tmp_path):
     assert [m["loss"] for m in _metrics(tmp_path / "a")] == [m["loss"] for m in _metrics(tmp_path / "b")]
 
 
+@pytest.mark.slow
+def test_compiled_layers_train_like_eager_ones(parts, tmp_path):
+    """run.compile: the same run (sequences padded to a multiple of 8, which changes no loss) up to
+    float noise; the checkpoint's tensor names are those of the eager model."""
+    options = ("run.max_steps=2", "run.checkpoint_every=2", "mllm.train=full")
+    train_mllm(_config(parts, *options), tmp_path / "eager", quiet=True)
+    train_mllm(_config(parts, *options, "run.compile=true"), tmp_path / "compiled", quiet=True)
+    _same_run(tmp_path / "compiled", tmp_path / "eager")
+
+
 def test_adapter_lr_applies_to_the_new_parts_only(parts, tmp_path):
     """optim.adapter_lr with a constant schedule: the adapter, head and specials train at it to the
     end while the LoRA lr decays; the LLM's own frozen weights are in no group."""

@@ -186,6 +186,9 @@ def _build_parts(config: MLLMTrainConfig, mm: SemHiTokMLLM, ctx: distributed.Dis
     elif ctx.world_size > 1:
         # The frozen buffers (codebooks) are identical on every rank: no per-forward broadcast.
         module = ddp(mm, [ctx.device.index] if ctx.device.type == "cuda" else None)
+    if config.run.compile:  # after sharding, so the compiled layers include FSDP2's hooks
+        for layer in _decoder_layers(mm):
+            layer.compile()  # in place: parameter names and checkpoints are unchanged
     named = mm.trainable_parameters()  # after sharding: FSDP2 replaces the parameters by DTensors
     groups, names = [], []
     for new in (False, True):  # the LLM's weights (or LoRA), then the parts that start from scratch
@@ -197,7 +200,10 @@ def _build_parts(config: MLLMTrainConfig, mm: SemHiTokMLLM, ctx: distributed.Dis
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr, betas=config.optim.betas)
     device = ctx.device
     precision = resolve_and_warn(config.run.precision, device, "run.precision") if ctx.is_main else resolve_precision(config.run.precision, device)
-    collator = MLLMCollator(mm.format, uncond_prob=config.data.uncond_prob, seed=config.run.seed, image_noise=config.data.image_noise)
+    collator = MLLMCollator(
+        mm.format, uncond_prob=config.data.uncond_prob, seed=config.run.seed, image_noise=config.data.image_noise,
+        pad_to_multiple_of=8 if config.run.compile else None,
+    )
     params = [p for group in groups for p in group["params"]]
     return _Parts(mm, module, names, params, optimizer, precision, collator, fsdp)
 
@@ -213,13 +219,18 @@ def _fully_shard(mm: SemHiTokMLLM) -> None:
     only tokenizes images, outside the forward)."""
     from torch.distributed.fsdp import fully_shard
 
-    layers = getattr(mm.llm.base_model, "layers", None)
-    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
-        raise TrainingError(f"run.parallel: fsdp: {type(mm.llm).__name__} has no decoder layers at base_model.layers to shard; use ddp")
-    for layer in layers:
+    for layer in _decoder_layers(mm, "run.parallel: fsdp", "shard; use ddp"):
         fully_shard(layer)
     fully_shard(mm.image_head)
     fully_shard(mm, ignored_params=set(mm.tokenizer.parameters()))
+
+
+def _decoder_layers(mm: SemHiTokMLLM, option: str = "run.compile", advice: str = "compile; set it to false") -> nn.ModuleList:
+    """The LLM's decoder layers (``base_model.layers``), or a one-line error naming ``option``."""
+    layers = getattr(mm.llm.base_model, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or len(layers) == 0:
+        raise TrainingError(f"{option}: {type(mm.llm).__name__} has no decoder layers at base_model.layers to {advice}")
+    return layers
 
 
 def _open_data(
