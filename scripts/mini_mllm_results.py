@@ -75,8 +75,8 @@ GENERATION_ONLY = ["data.mix.understanding=0.0", "data.mix.generation=1.0"]
 # Drawing-recipe experiments: short runs compared on caption-following (the caption information and
 # the generative classifier on validation images, logged while they train), which per-id NLL and
 # judged drawings at this budget cannot see. Each changes one thing from the one before it.
-RECIPE_STEPS = 250
-RECIPE = ["mllm.system_prompt=", "data.mix.understanding=0.25", "data.mix.generation=0.75", "eval.every=125", "eval.images=48"]
+RECIPE_STEPS = 200
+RECIPE = ["mllm.system_prompt=", "data.mix.understanding=0.25", "data.mix.generation=0.75", "eval.every=100", "eval.images=32"]
 RECIPES = {  # labelled in mini_mllm_report.RECIPE_LABELS
     "rec-base": [],
     "rec-noise": ["data.image_noise=0.2"],
