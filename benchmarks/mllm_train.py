@@ -46,10 +46,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import measure
 import torch
 from torch.utils.flop_counter import FlopCounterMode
-
-import measure
 
 TOY = os.environ.get("SEMHITOK_BENCH_TOY", "") not in ("", "0")
 SLICE = Path(__file__).resolve().parents[1] / "src" / "semhitok" / "assets" / "colour-fashion-mnist-mini"
@@ -146,7 +145,7 @@ class Stepper:
                     layer._compiled_call_impl = self.compiled[i]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.mm.format = self._saved_format
         if self.setting.compiled:
             self.compiled = [layer._compiled_call_impl for layer in self.mm.llm.base_model.layers]

@@ -87,7 +87,8 @@ RECIPES = {  # labelled in mini_mllm_report.RECIPE_LABELS
 def runs() -> list[Run]:
     return [
         # the paper's recipe in miniature: Dual-MLP adapter, shared head, LoRA; shipped as mini-mllm
-        Run("mllm-dual", cfg_sweep=True),
+        # (its caption-following on validation images logged every 400 steps: the long run's curve)
+        Run("mllm-dual", ["eval.every=400"], cfg_sweep=True, probe=True),
         # Tab. 7 (the input adapter) and Tab. 4 (the LLM reads the semantic codes alone), on a
         # shorter understanding-only schedule, all four alike
         Run("abl-dual", UNDERSTANDING_ONLY, ABLATION_STEPS, draws=False),

@@ -5,9 +5,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from semhitok.data.colour_fashion import CLASS_NAMES, COLOUR_NAMES, caption_for, caption_variants, load_split
+from semhitok.data.colour_fashion import (
+    CLASS_NAMES,
+    COLOUR_NAMES,
+    caption_for,
+    caption_variants,
+    load_split,
+)
 from semhitok.evaluation import caption_following
-from semhitok.evaluation.caption_following import evaluate_caption_following, image_token_nll
+from semhitok.evaluation.caption_following import (
+    evaluate_caption_following,
+    image_token_nll,
+)
 from semhitok.mllm import SemHiTokMLLM
 
 

@@ -26,7 +26,8 @@ def test_quick_run_trains_measures_and_reports(tmp_path, llm_factory, text_token
     measured = {p.stem: json.loads(p.read_text()) for p in (out / "measured").glob("*.json")}  # training/ is a subfolder
     assert set(measured) == {"mllm-dual", "abl-semantic", "gen-single", "rec-noise"}
     dual = measured["mllm-dual"]
-    assert dual["train"]["steps"] == 2 and dual["overrides"] == []
+    assert dual["train"]["steps"] == 2 and dual["overrides"] == ["eval.every=400"]
+    assert dual["train"]["caption_curve"][-1]["step"] == 2  # the probe measures the last step too
     assert measured["abl-semantic"]["overrides"] == ["data.mix.understanding=1.0", "data.mix.generation=0.0", "mllm.adapter=semantic"]
     assert set(dual["metrics"]["generation"]) >= {"1", "3"}  # the main run sweeps the CFG scale
     assert measured["abl-semantic"]["metrics"]["generation"] == {} and not measured["abl-semantic"]["draws"]  # understanding only
