@@ -270,7 +270,29 @@ def _recipes(rec: dict[str, Any]) -> list[str]:
             f"| {name} | {label} | {last['step']} | {generation} | {last['caption_info']:.2f} ± {last['caption_info_se']:.2f} | "
             f"{last['caption_info_first_id']:.2f} | {_pct(last['gen_cls_colour'])} | {_pct(last['gen_cls_class'])} |"
         )
-    return [*lines, ""]
+    return [*lines, "", *_recipe_verdicts(rec), ""]
+
+
+def _recipe_verdicts(rec: dict[str, Any], images: int = 32, chance: float = 0.1) -> list[str]:
+    """Each run's classifier accuracies against chance, and its caption information against the
+    run above it, each against two standard errors."""
+    lasts = {n: rec[n]["train"]["caption_curve"][-1] for n in RECIPE_LABELS if (rec.get(n) or {}).get("train", {}).get("caption_curve")}
+    if not lasts:
+        return []
+    out = []
+    band = 2 * math.sqrt(chance * (1 - chance) / images)
+    above = [n for n, r in lasts.items() if max(r["gen_cls_colour"], r["gen_cls_class"]) > chance + band]
+    out.append(f"- Generative classifier above chance by more than two standard errors ({_pct(chance + band)} on {images} images): "
+               + (", ".join(above) if above else "no run") + ".")
+    names = list(lasts)
+    for prev, name in zip(names, names[1:]):
+        a, b = lasts[prev], lasts[name]
+        diff = b["caption_info"] - a["caption_info"]
+        se = math.hypot(a["caption_info_se"], b["caption_info_se"])
+        word = "more" if diff > 2 * se else "less" if diff < -2 * se else "within two standard errors of"
+        out.append(f"- {name} vs {prev}: caption information {b['caption_info']:.2f} vs {a['caption_info']:.2f} "
+                   f"(difference {diff:+.2f} ± {se:.2f}): {word}{'' if word.startswith('within') else ' than'} {prev}.")
+    return out
 
 
 def _nll_cell(m: dict[str, Any] | None) -> str:
