@@ -3,7 +3,7 @@
     python scripts/mini_mllm_results.py --data data/cfm
 
 tokenizes the training split once (``semhitok tokenize`` with the shipped mini-semhitok), trains
-every run of RUNS with ``semhitok train configs/mini/mllm.yaml`` (plus the run's overrides) on
+every run of RUNS with ``semhitok train configs/mini/CONFIG`` (plus the run's overrides) on
 those tokens, and scores each finished model on the test split with the shipped independent judge
 (never the teacher): understanding (class and colour words of its answers), generation (the
 judge's class and colour verdicts on images drawn from test captions, and the Fréchet distance of
@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from semhitok.mllm import SemHiTokMLLM
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "src" / "semhitok" / "configs" / "mini" / "mllm.yaml"
+CONFIGS = ROOT / "src" / "semhitok" / "configs" / "mini"
+LONG, SHORT = "mllm.yaml", "mllm_short.yaml"  # the main run's recipe; the first mini-mllm's, which the ablations keep
 DOCS = ROOT / "docs"
 STORE = DOCS / "results" / "mllm"
 SEMHITOK = [sys.executable, "-m", "semhitok"]
@@ -49,7 +50,7 @@ SEMHITOK = [sys.executable, "-m", "semhitok"]
 
 @dataclass
 class Run:
-    """One ``semhitok train configs/mini/mllm.yaml`` run with ``overrides``."""
+    """One ``semhitok train configs/mini/CONFIG`` run with ``overrides``."""
 
     name: str
     overrides: list[str] = field(default_factory=list)
@@ -58,6 +59,7 @@ class Run:
     draws: bool = True  # trained on generation samples, so its drawing is scored
     reads: bool = True  # trained on understanding samples, so its reading is scored
     probe: bool = False  # logs caption-following on the validation split while it trains (eval.data = --data)
+    config: str = SHORT  # in configs/mini/
 
 
 ABLATION_STEPS = 300  # a third of the main run: four ablation runs cost about what the main run does
@@ -88,7 +90,7 @@ def runs() -> list[Run]:
     return [
         # the paper's recipe in miniature: Dual-MLP adapter, shared head, LoRA; shipped as mini-mllm
         # (its caption-following on validation images logged every 400 steps: the long run's curve)
-        Run("mllm-dual", ["eval.every=400"], cfg_sweep=True, probe=True),
+        Run("mllm-dual", ["eval.every=400"], cfg_sweep=True, probe=True, config=LONG),
         # Tab. 7 (the input adapter) and Tab. 4 (the LLM reads the semantic codes alone), on a
         # shorter understanding-only schedule, all four alike
         Run("abl-dual", UNDERSTANDING_ONLY, ABLATION_STEPS, draws=False),
@@ -119,7 +121,7 @@ def train(run: Run, out: Path, tokens: Path, args: argparse.Namespace) -> Path:
     folder = out / run.name
     if (folder / "model" / "mllm_config.json").is_file():
         return folder / "model"
-    command = [*SEMHITOK, "train", str(CONFIG), "--data", str(tokens), "--out", str(folder), "--quiet"]
+    command = [*SEMHITOK, "train", str(CONFIGS / run.config), "--data", str(tokens), "--out", str(folder), "--quiet"]
     if args.quick:
         command += ["--max-steps", "2", "data.batch_size=2", "run.checkpoint_every=2"]
     elif args.steps is not None or run.steps is not None:
@@ -169,7 +171,7 @@ def measure(run: Run, model_dir: Path, data: Path, args: argparse.Namespace, fig
     from semhitok.evaluation.judge import Judge
     from semhitok.evaluation.mllm_eval import evaluate_generation, evaluate_understanding
     from semhitok.evaluation.mllm_scores import held_out_mask
-    from semhitok.evaluation.mllm_showcase import QUESTION  # one of the training questions (configs/mini/mllm.yaml)
+    from semhitok.evaluation.mllm_showcase import QUESTION  # one of the training questions (configs/mini/mllm*.yaml)
     from semhitok.mllm import SemHiTokMLLM
     from semhitok.pretrained import pretrained_path
 
@@ -312,7 +314,7 @@ def main() -> int:
             (store / "training" / f"{run.name}.json").write_text(json.dumps({**train_info(model_dir.parent), "cpu": cpu_name()}, indent=2) + "\n")
         trained = json.loads((store / "training" / f"{run.name}.json").read_text())
         metrics = measure(run, model_dir, args.data, args, figures)
-        record = {"run": run.name, "config": "configs/mini/mllm.yaml", "overrides": run.overrides, "draws": run.draws, "reads": run.reads, "measured_from": str(model_dir),
+        record = {"run": run.name, "config": f"configs/mini/{run.config}", "overrides": run.overrides, "draws": run.draws, "reads": run.reads, "measured_from": str(model_dir),
                   "train": {k: v for k, v in trained.items() if k != "cpu"}, "train_cpu": trained["cpu"], "metrics": metrics, "cpu": cpu_name()}
         (store / f"{run.name}.json").write_text(json.dumps(record, indent=2) + "\n")
         read = (metrics["understanding"] or {}).get("all", "not trained to read")

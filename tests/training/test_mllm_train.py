@@ -239,7 +239,7 @@ def test_ctrl_c_saves_a_checkpoint(parts, tmp_path, monkeypatch):
 
 
 # ---- configs and the command line ----------------------------------------------------------------
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("mllm.yaml")), ids=lambda p: p.parent.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("mllm*.yaml")), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_shipped_mllm_configs_load(path):
     config = MLLMTrainConfig.from_yaml(path)
     assert config.stage == "mllm" and config.data.uncond_prob == 0.1
