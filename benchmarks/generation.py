@@ -68,7 +68,7 @@ import torch
 from torch import Tensor
 
 import measure
-from measure import PeakRSS
+from measure import PeakRSS, sync
 
 TOY = os.environ.get("SEMHITOK_BENCH_TOY", "") not in ("", "0")
 MIB = 1024 * 1024
@@ -105,11 +105,6 @@ def machine_info(device: torch.device) -> dict:
     import transformers
 
     return measure.machine_info(device, transformers=transformers.__version__)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ---- models ---------------------------------------------------------------------------------

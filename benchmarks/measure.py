@@ -1,4 +1,5 @@
-"""What every benchmark here measures the same way: the machine it ran on and peak memory.
+"""What every benchmark here measures the same way: the machine it ran on, peak memory, the
+matmul peak that MFU is quoted against, and FLOPs.
 
 Imported by the scripts in this folder (run as ``python benchmarks/NAME.py``, so this folder is on
 ``sys.path``).
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 
 def cpu_model() -> str:
@@ -37,6 +39,36 @@ def machine_info(device: torch.device | None = None, **extra) -> dict:
         if device.type == "cuda":
             info["gpu"] = torch.cuda.get_device_name(device)
     return {**info, **extra}
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device (a no-op on CPU), so a timer around a call measures the call."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 5, toy: bool = False) -> float:
+    """Best FLOP/s of an n x n x n matmul in ``dtype`` over ``max(3, repeats)`` tries (n = 2048 on
+    CPU, 8192 on GPU, 256 for ``toy`` smoke tests): the peak every MFU here is quoted against."""
+    n = 256 if toy else (8192 if device.type == "cuda" else 2048)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(max(3, repeats)):
+        sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def count_flops(fn) -> int:
+    """FLOPs of one call of ``fn`` (``torch.utils.flop_counter``: the matmuls and convolutions)."""
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
 
 
 def _status_kib(field: str) -> int:

@@ -47,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 import measure
+from measure import count_flops, matmul_peak, sync
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 TOY = os.environ.get("SEMHITOK_BENCH_TOY", "") not in ("", "0")
 SLICE = Path(__file__).resolve().parents[1] / "src" / "semhitok" / "assets" / "colour-fashion-mnist-mini"
@@ -227,31 +227,12 @@ class Stepper:
 
 
 # ---- measuring ---------------------------------------------------------------------------------------
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     sync(device)
     t = time.perf_counter()
     fn()
     sync(device)
     return time.perf_counter() - t
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device) -> float:
-    """Best FLOP/s of an n x n x n matmul in ``dtype`` (n = 2048 on CPU, 8192 on GPU)."""
-    n = 256 if TOY else (8192 if device.type == "cuda" else 2048)
-    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    return 2 * n**3 / min(timed(lambda: torch.mm(a, b), device) for _ in range(5))
 
 
 def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
@@ -262,9 +243,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, Any]:
     mm, what = build(device)
     data = samples(mm)
     steppers = [Stepper(mm, s, data, device, precision) for s in settings(args.compile)]
-    peaks = {"fp32": matmul_peak(torch.float32, device)}
+    peaks = {"fp32": matmul_peak(torch.float32, device, toy=TOY)}
     if native_bf16(device):
-        peaks["bf16"] = matmul_peak(torch.bfloat16, device)
+        peaks["bf16"] = matmul_peak(torch.bfloat16, device, toy=TOY)
     peak = peaks["bf16" if precision.name == "bf16" else "fp32"]
     log(f"{what}; precision {precision.name}; matmul peak " + ", ".join(f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()))
 

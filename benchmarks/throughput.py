@@ -41,9 +41,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 import measure
+from measure import count_flops, matmul_peak, sync
 from semhitok import SemHiTok, SemHiTokConfig
 from semhitok.precision import native_bf16, resolve_precision
 
@@ -57,27 +57,6 @@ def machine_info(device: torch.device) -> dict:
     return measure.machine_info(device, native_bf16=native_bf16(device))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int) -> float:
-    """Best FLOP/s of an n x n x n matmul in ``dtype`` (n = 2048 on CPU, 8192 on GPU)."""
-    n = 256 if TOY else (8192 if device.type == "cuda" else 2048)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(max(3, repeats)):
-        sync(device)
-        t = time.perf_counter()
-        torch.mm(a, b)
-        sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 # ---- models -------------------------------------------------------------------------------------
 def build_model(preset: str, device: torch.device) -> tuple[SemHiTok, str]:
     """A model of the preset (random weights, or the shipped mini-semhitok), in eval mode."""
@@ -87,12 +66,6 @@ def build_model(preset: str, device: torch.device) -> tuple[SemHiTok, str]:
         return SemHiTok.from_pretrained(pretrained_path("mini-semhitok")).to(device).eval(), "shipped mini-semhitok"
     torch.manual_seed(0)
     return SemHiTok(SemHiTokConfig.from_preset(preset)).to(device).eval(), "random weights"
-
-
-def count_flops(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return int(counter.get_total_flops())
 
 
 def time_calls(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int) -> list[float]:
@@ -258,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"machine": machine_info(device), "args": {k: str(v) for k, v in vars(args).items()}, "presets": {}, "pipeline": {}}
     log(f"machine: {res['machine']}")
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    res["matmul_peak_flops"] = {p: matmul_peak(dtypes[p], device, args.repeats) for p in args.precisions}
+    res["matmul_peak_flops"] = {p: matmul_peak(dtypes[p], device, args.repeats, toy=TOY) for p in args.precisions}
     log("matmul peak: " + ", ".join(f"{k} {v / 1e9:.1f} GFLOP/s" for k, v in res["matmul_peak_flops"].items()))
     for preset in dict.fromkeys(args.presets + args.pipeline_presets):
         model, weights = build_model(preset, device)
