@@ -2,6 +2,7 @@
 one process with the same global batch."""
 
 import json
+import statistics
 import os
 import subprocess
 import sys
@@ -62,31 +63,44 @@ def test_two_rank_stage2_with_gan_and_accumulation_matches_one_rank(tmp_path, ph
     state_ddp = load_checkpoint(list_checkpoints(tmp_path / "ddp")[-1].path, ddp)
     state_single = load_checkpoint(list_checkpoints(tmp_path / "single")[-1].path, single)
     assert state_ddp["step"] == 3
-    # Compared tensor by tensor as a norm, against how far training moved the tensor: AdamW turns
-    # a float-noise change of a near-zero gradient element into a visible change of that one
-    # weight (machine-dependent, seen at 1e-5 on one CPU), while the whole tensor stays at the
-    # noise floor (usually ~1e-5 of its movement; once 1.15e-3, pixel_decoder.proj_in.weight on a
-    # loaded 2-core AMD EPYC). A real DDP error moves whole tensors: leaving the rank-average out of
-    # the adaptive GAN weight gives 5e-3 to 5e-2 of the movement. 2.5e-3 lies between the two.
+    # Compared tensor by tensor as a norm, against how far training moved the tensor. Float noise
+    # (another summation order under DDP) is amplified by AdamW on near-zero gradient elements and
+    # by the adaptive GAN weight: most tensors stay near 1e-5 of their movement, but single ones
+    # were seen at 1.15e-3 (pixel_decoder.proj_in.weight) and 4.1e-3 (pixel_decoder.trunk.pos_embed)
+    # on a loaded 2-core AMD EPYC. A real DDP error moves whole tensors alike: leaving the
+    # rank-average out of the adaptive GAN weight gives 5e-3 to 5e-2 of the movement across the
+    # generator. So the median tensor must stay at the noise floor (1e-3) and no tensor may be
+    # off by as much as the error moves the largest (2e-2); the losses are compared below too.
     start = SemHiTok.from_pretrained(tmp_path / "s1" / "model")
+    ratios = {}
     for (name, a), b, s in zip(ddp.state_dict().items(), single.state_dict().values(), start.state_dict().values()):
         moved = (b.double() - s.double()).norm().item()
         if not a.is_floating_point() or moved == 0.0:
             torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # untouched: identical
             continue
-        off = (a.double() - b.double()).norm().item()
-        worst = (a - b).abs().max().item()
-        assert off <= 2.5e-3 * moved, f"{name}: DDP differs from one process by {off:.3g} (one weight by {worst:.3g}), training moved it by {moved:.3g}"
+        ratios[name] = (a.double() - b.double()).norm().item() / moved
+    worst = sorted(ratios.items(), key=lambda kv: -kv[1])[:3]
+    median = statistics.median(ratios.values())
+    assert median <= 1e-3 and worst[0][1] <= 2e-2, f"DDP differs from one process by {median:.3g} of the movement (median tensor); worst {worst}"
     # Adam divides by sqrt(v): on the discriminator's near-zero gradients (~1e-9, against eps 1e-8)
     # float noise moves a weight by a few % of one lr-sized step (seen: 2.5e-5 at lr 1e-3). A
     # discriminator trained on another batch differs by whole steps (~1e-3), far beyond 1e-4.
-    for name, a in state_ddp["discriminator"].items():
-        torch.testing.assert_close(a, state_single["discriminator"][name], rtol=0, atol=1e-4, msg=f"discriminator {name}")
+    # The same holds element by element: noise moves single weights (seen: 2.5e-5 on one CPU, and
+    # 2.2e-3, two lr-sized steps of one weight whose gradient sign flipped, on a 2-core AMD EPYC),
+    # while another batch moves nearly all of them by about a step. So the median weight must be
+    # unmoved (1e-5) and at most 1% of the weights may be off by more than 1e-4.
+    diffs = torch.cat([(a - state_single["discriminator"][name]).abs().flatten() for name, a in state_ddp["discriminator"].items()])
+    moved = float((diffs > 1e-4).float().mean())
+    assert float(diffs.median()) <= 1e-5 and moved <= 0.01, f"discriminator: median {float(diffs.median()):.3g}, {moved:.2%} of weights off by > 1e-4, max {float(diffs.max()):.3g}"
     lines = {run: [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()] for run in ("ddp", "single")}
     last = lines["ddp"][-1]
     assert last["disc_disc_factor"] == 1.0 and last["gan"] != 0.0  # the GAN really was on
+    # rel 1e-3: the adaptive weight is a ratio of two gradient norms, and the summation order under
+    # DDP moved it by more than 1e-4 relative on a 2-core AMD EPYC; computed from one rank's half of
+    # the batch it differs by far more.
     for key in ("loss", "adaptive_weight", "disc_loss"):
-        assert [line[key] for line in lines["ddp"]] == pytest.approx([line[key] for line in lines["single"]], rel=1e-4), key
+        ddp_values, single_values = [line[key] for line in lines["ddp"]], [line[key] for line in lines["single"]]
+        assert ddp_values == pytest.approx(single_values, rel=1e-3), f"{key}: {ddp_values} vs {single_values}"
 
 
 def _divergence_worker(rank: int, init_file: str, out_dir: str) -> None:
