@@ -55,8 +55,9 @@ LogitsFn = Callable[[Tensor], "Tensor | Sequence[Tensor]"]
 
 # Logits of every labelled position are kept for backward up to this size; beyond it each chunk's
 # logits are recomputed in backward instead (one chunk's at a time in memory). At the mini MLLM's
-# size (16 samples x 65 labels x 57k vocabulary: 240 MB) keeping them saves a third of the head's
-# work; a 7B LLM's batch (8 x 2048 x 350k: 23 GB) is recomputed.
+# size (16 samples x 65 labels x 57k vocabulary: 240 MB) keeping them skips the head's recomputed
+# forward (the whole step showed no gain beyond noise on a 2-core CPU: benchmarks/BENCHMARKS.md);
+# a 7B LLM's batch (8 x 2048 x 350k: 23 GB) is recomputed.
 KEEP_LOGITS_BYTES = 1 << 30
 
 
@@ -90,8 +91,7 @@ def chunked_nll(hidden: Tensor, targets: Tensor, logits_fn: LogitsFn, chunk: int
     freed after the forward and recomputed in backward.
     """
     def one(h: Tensor, t: Tensor) -> Tensor:
-        logits = logits_fn(h)
-        return part_nll([logits] if isinstance(logits, Tensor) else logits, t)
+        return part_nll(_as_parts(logits_fn(h)), t)
 
     if recompute is None and torch.is_grad_enabled() and hidden.shape[0]:
         with torch.no_grad():  # the vocabulary's size, from one position's logits
